@@ -1,0 +1,1 @@
+"""The edge node daemon: a small ONNX model served over the node protocol."""

@@ -1,0 +1,54 @@
+"""The ``switchyard`` command line: one sub-command per module, each registered here.
+
+Sub-command modules expose ``register(subparsers)`` and keep their heavy imports inside the
+function they run, so ``switchyard --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+# (module, attribute) pairs; each attribute is a ``register(subparsers)`` function.
+_COMMANDS: tuple[str, ...] = (
+    "switchyard.commands.demo",
+    "switchyard.commands.serve",
+    "switchyard.commands.nodes",
+    "switchyard.commands.models",
+    "switchyard.commands.classify",
+    "switchyard.commands.bench",
+    "switchyard.commands.policy",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="switchyard", description=__doc__.splitlines()[0])
+    parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in _COMMANDS:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+            continue
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Sub-commands of the ``switchyard`` CLI, one module each."""

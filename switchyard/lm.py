@@ -1,0 +1,93 @@
+"""The contract between the generic generation engine and a concrete model runtime.
+
+A runtime (onnxruntime on the edge, torch on the cloud) only knows how to turn token ids into
+next-token logits with a KV cache. Everything above that (chat template, tokenisation, sampling,
+stop strings, streaming, scheduling, cancellation) is shared and lives in ``switchyard.engine``.
+
+Runtimes are synchronous and not thread-safe: the engine calls them from its one worker thread.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+Logits = npt.NDArray[np.float32]
+
+
+@dataclass(frozen=True, slots=True)
+class ModelConfig:
+    """The fields of a Hugging Face ``config.json`` that Switchyard's runtimes use."""
+
+    vocab_size: int
+    hidden_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    intermediate_size: int
+    max_position_embeddings: int
+    rms_norm_eps: float = 1e-5
+    rope_theta: float = 10000.0
+    bos_token_id: int | None = None
+    eos_token_id: int | None = None
+    tie_word_embeddings: bool = False
+    name: str = "model"
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> ModelConfig:
+        eos = raw.get("eos_token_id")
+        if isinstance(eos, list):
+            eos = eos[0] if eos else None
+        return cls(
+            vocab_size=int(raw["vocab_size"]),
+            hidden_size=int(raw["hidden_size"]),
+            num_hidden_layers=int(raw["num_hidden_layers"]),
+            num_attention_heads=int(raw["num_attention_heads"]),
+            num_key_value_heads=int(raw.get("num_key_value_heads", raw["num_attention_heads"])),
+            intermediate_size=int(raw["intermediate_size"]),
+            max_position_embeddings=int(raw.get("max_position_embeddings", 2048)),
+            rms_norm_eps=float(raw.get("rms_norm_eps", 1e-5)),
+            rope_theta=float(raw.get("rope_theta", 10000.0)),
+            bos_token_id=raw.get("bos_token_id"),
+            eos_token_id=eos,
+            tie_word_embeddings=bool(raw.get("tie_word_embeddings", False)),
+            name=str(raw.get("_name_or_path") or raw.get("switchyard_name") or "model"),
+        )
+
+
+class KVCache(Protocol):
+    """Opaque per-sequence cache of keys and values; ``length`` tokens are in it."""
+
+    @property
+    def length(self) -> int: ...
+
+
+class LanguageModel(Protocol):
+    """A decoder-only model with a KV cache, driven one sequence at a time."""
+
+    @property
+    def config(self) -> ModelConfig: ...
+
+    @property
+    def context_window(self) -> int: ...
+
+    def prefill(self, token_ids: list[int], cache: KVCache | None = None) -> tuple[Logits, KVCache]:
+        """Run ``token_ids`` after what ``cache`` holds (a fresh cache when ``None``).
+
+        Returns the logits of the last position, shape ``(vocab,)``, and the extended cache.
+        """
+        ...
+
+    def decode(self, token_ids: list[int], caches: list[KVCache]) -> tuple[Logits, list[KVCache]]:
+        """One decode step for several sequences: ``token_ids[i]`` follows ``caches[i]``.
+
+        Returns logits of shape ``(len(token_ids), vocab)`` and the extended caches.
+        """
+        ...
