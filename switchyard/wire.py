@@ -72,10 +72,10 @@ class SamplingParams:
         if not isinstance(stop, list | tuple):
             raise ValueError("stop must be a string or a list of strings")
         params = cls(
-            max_tokens=raw.get("max_tokens", cls.max_tokens),
-            temperature=raw.get("temperature", cls.temperature),
-            top_p=raw.get("top_p", cls.top_p),
-            top_k=raw.get("top_k", cls.top_k),
+            max_tokens=raw.get("max_tokens", 256),
+            temperature=raw.get("temperature", 0.0),
+            top_p=raw.get("top_p", 1.0),
+            top_k=raw.get("top_k", 0),
             seed=raw.get("seed"),
             stop=tuple(stop),
         )
@@ -187,8 +187,10 @@ _packer = msgpack.Packer(use_bin_type=True)
 
 def encode(msg: Message) -> bytes:
     if isinstance(msg, Delta):
-        return _packer.pack({"t": "delta", "sid": msg.sid, "text": msg.text, "tokens": msg.tokens})
-    return _packer.pack(asdict(msg))
+        frame: bytes = _packer.pack({"t": "delta", "sid": msg.sid, "text": msg.text, "tokens": msg.tokens})
+        return frame
+    frame = _packer.pack(asdict(msg))
+    return frame
 
 
 def decode(frame: bytes) -> Message:

@@ -1,0 +1,76 @@
+"""A model folder's tokenizer and chat template: ``tokenizer.json`` + ``tokenizer_config.json``."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from switchyard.wire import ChatMessage
+
+# Used when a model folder ships no template: plain role-tagged turns.
+DEFAULT_CHAT_TEMPLATE = (
+    "{% for m in messages %}<|{{ m.role }}|>{{ m.content }}\n{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+
+
+class ChatTokenizer:
+    """Encodes chats for one model and decodes what it generates."""
+
+    def __init__(self, model_dir: Path) -> None:
+        from tokenizers import Tokenizer  # heavy-ish native library: import where used
+
+        self._tok = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+        cfg_path = model_dir / "tokenizer_config.json"
+        cfg: dict[str, Any] = json.loads(cfg_path.read_text()) if cfg_path.exists() else {}
+        self.bos_token = _token_text(cfg.get("bos_token"))
+        self.eos_token = _token_text(cfg.get("eos_token"))
+        self.eos_id = self._tok.token_to_id(self.eos_token) if self.eos_token else None
+        template = cfg.get("chat_template") or DEFAULT_CHAT_TEMPLATE
+        if isinstance(template, list):  # HF allows a list of named templates
+            template = next((t["template"] for t in template if t.get("name") == "default"), None)
+            template = template or DEFAULT_CHAT_TEMPLATE
+        self._template = _compile(str(template))
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self._tok.get_vocab_size())
+
+    def render(self, messages: Sequence[ChatMessage]) -> str:
+        rendered: str = self._template.render(
+            messages=[{"role": m.role, "content": m.content} for m in messages],
+            add_generation_prompt=True,
+            bos_token=self.bos_token or "",
+            eos_token=self.eos_token or "",
+        )
+        return rendered
+
+    def encode(self, text: str) -> list[int]:
+        # Special tokens in the rendered template are real tokens; the template adds BOS itself.
+        return list(self._tok.encode(text, add_special_tokens=False).ids)
+
+    def encode_chat(self, messages: Sequence[ChatMessage]) -> list[int]:
+        return self.encode(self.render(messages))
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return str(self._tok.decode(list(ids), skip_special_tokens=True))
+
+
+def _token_text(raw: Any) -> str | None:
+    if isinstance(raw, dict):  # HF's AddedToken serialisation
+        raw = raw.get("content")
+    return raw if isinstance(raw, str) and raw else None
+
+
+def _compile(source: str) -> Any:
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+
+    def raise_exception(message: str) -> None:
+        raise ValueError(f"chat template: {message}")
+
+    env.globals["raise_exception"] = raise_exception
+    return env.from_string(source)
