@@ -1,0 +1,107 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from cloud_backend.llama import LlamaForCausalLM, load_llama, save_llama
+from switchyard.lm import ModelConfig
+
+
+def tiny_config(*, tie: bool = False) -> ModelConfig:
+    return ModelConfig(
+        vocab_size=96,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=48,
+        max_position_embeddings=128,
+        rope_theta=5000.0,
+        tie_word_embeddings=tie,
+        name="tiny",
+    )
+
+
+def tiny_model(*, tie: bool = False, seed: int = 0) -> LlamaForCausalLM:
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(tiny_config(tie=tie)).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 0.2)
+    return model
+
+
+@torch.inference_mode()
+def test_kv_cache_decode_matches_full_forward() -> None:
+    model = tiny_model()
+    ids = torch.randint(0, 96, (2, 12))
+    positions = torch.arange(12).expand(2, -1)
+    full, _ = model(ids, positions)
+    logits, past = model(ids[:, :7], positions[:, :7])
+    steps = [logits]
+    for t in range(7, 12):
+        logits, past = model(ids[:, t : t + 1], positions[:, t : t + 1], past_key_values=past)
+        steps.append(logits)
+    torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-5, rtol=1e-5)
+    assert past[0][0].shape == (2, 2, 12, 8)
+
+
+@torch.inference_mode()
+def test_left_padding_matches_unpadded() -> None:
+    model = tiny_model()
+    ids = torch.randint(0, 96, (1, 6))
+    alone, _ = model(ids, torch.arange(6)[None])
+    padded_ids = torch.cat((torch.zeros(1, 3, dtype=torch.long), ids), dim=1)
+    mask = torch.tensor([[0, 0, 0, 1, 1, 1, 1, 1, 1]])
+    positions = torch.tensor([[0, 0, 0, 0, 1, 2, 3, 4, 5]])
+    padded, _ = model(padded_ids, positions, attention_mask=mask)
+    torch.testing.assert_close(padded[:, 3:], alone, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("tie", [False, True])
+def test_matches_transformers(tmp_path: Path, tie: bool) -> None:
+    transformers = pytest.importorskip("transformers")
+    hf_config = transformers.LlamaConfig(
+        vocab_size=96,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=48,
+        max_position_embeddings=128,
+        rope_theta=5000.0,
+        rms_norm_eps=1e-6,
+        tie_word_embeddings=tie,
+    )
+    torch.manual_seed(0)
+    hf = transformers.LlamaForCausalLM(hf_config).eval()
+    with torch.no_grad():
+        for p in hf.parameters():
+            p.normal_(0.0, 0.2)
+    hf.save_pretrained(tmp_path, safe_serialization=True)
+    ours = load_llama(tmp_path)
+    assert ours.config.rope_theta == 5000.0
+    ids = torch.randint(0, 96, (2, 10))
+    with torch.inference_mode():
+        expected = hf(input_ids=ids).logits
+        got, _ = ours(ids, torch.arange(10).expand(2, -1))
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("shard", [None, 20_000])
+@pytest.mark.parametrize("tie", [False, True])
+def test_save_load_round_trip(tmp_path: Path, shard: int | None, tie: bool) -> None:
+    model = tiny_model(tie=tie)
+    save_llama(model, tmp_path, extra_config={"switchyard_name": "tiny-test"}, max_shard_bytes=shard)
+    assert json.loads((tmp_path / "config.json").read_text())["switchyard_name"] == "tiny-test"
+    assert (tmp_path / "model.safetensors.index.json").exists() == (shard is not None)
+    loaded = load_llama(tmp_path)
+    ids = torch.randint(0, 96, (1, 5))
+    positions = torch.arange(5)[None]
+    with torch.inference_mode():
+        torch.testing.assert_close(loaded(ids, positions)[0], model(ids, positions)[0])
+    if tie:
+        assert loaded.lm_head.weight is loaded.model.embed_tokens.weight
