@@ -169,7 +169,7 @@ class LlamaModel(nn.Module):
 
 
 def attention_bias(
-    batch: int, query_len: int, past_len: int | Tensor, attention_mask: Tensor | None, device: torch.device
+    batch: int, query_len: int, past_len: int, attention_mask: Tensor | None, device: torch.device
 ) -> Tensor:
     """Additive fp32 mask ``[batch or 1, 1, query_len, past_len + query_len]``: causal and padding.
 
@@ -223,7 +223,7 @@ class LlamaForCausalLM(nn.Module):
         ``past_key_values`` holds one ``(k, v)`` per layer, each ``[batch, n_kv_heads, past, head_dim]``.
         """
         b, t = input_ids.shape[0], input_ids.shape[1]
-        past_len: int | Tensor = 0 if past_key_values is None else past_key_values[0][0].shape[2]
+        past_len = 0 if past_key_values is None else past_key_values[0][0].shape[2]
         x = self.model.embed_tokens(input_ids)
         cos, sin = rotary_cos_sin(position_ids, self.config.head_dim, self.config.rope_theta, x.dtype)
         bias = attention_bias(b, t, past_len, attention_mask, input_ids.device)
