@@ -34,7 +34,8 @@ def model() -> LlamaForCausalLM:
 def full_logits(model: LlamaForCausalLM, ids: list[int]) -> np.ndarray:
     with torch.inference_mode():
         logits, _ = model(torch.tensor([ids]), torch.arange(len(ids))[None])
-    return logits[0].numpy()
+    out: np.ndarray = logits[0].numpy()
+    return out
 
 
 def test_prefill_and_batched_decode_match_full_forward(model: LlamaForCausalLM) -> None:
