@@ -1,0 +1,128 @@
+"""Export a ``cloud_backend.llama`` model to ONNX in Hugging Face Optimum's decoder layout.
+
+Inputs ``input_ids``, ``attention_mask``, ``position_ids`` and ``past_key_values.{i}.key|value``;
+outputs ``logits`` and ``present.{i}.key|value``. Batch, sequence and past length are dynamic. The
+graph is traced with a non-empty dummy past so that no shape is specialised to zero, and
+``check_zero_past`` confirms that onnxruntime accepts the zero-length past of a first call.
+"""
+
+from __future__ import annotations
+
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from cloud_backend.llama import LlamaForCausalLM, load_llama
+
+ONNX_NAME = "model.onnx"
+# Files of a Hugging Face folder that the ONNX folder needs as they are.
+_COPIED = ("config.json", "tokenizer.json", "tokenizer_config.json", "generation_config.json")
+
+
+class _OptimumSignature(nn.Module):
+    """Flattens the decoder's per-layer ``(k, v)`` pairs into Optimum's positional inputs/outputs."""
+
+    def __init__(self, model: LlamaForCausalLM) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self, input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor, *past_flat: Tensor
+    ) -> tuple[Tensor, ...]:
+        past = [(past_flat[i], past_flat[i + 1]) for i in range(0, len(past_flat), 2)]
+        logits, presents = self.model(input_ids, position_ids, attention_mask, past)
+        return (logits, *(t for kv in presents for t in kv))
+
+
+def io_names(num_layers: int) -> tuple[list[str], list[str]]:
+    """Input and output names of the exported graph, in order."""
+    inputs = ["input_ids", "attention_mask", "position_ids"]
+    outputs = ["logits"]
+    for i in range(num_layers):
+        inputs += [f"past_key_values.{i}.key", f"past_key_values.{i}.value"]
+        outputs += [f"present.{i}.key", f"present.{i}.value"]
+    return inputs, outputs
+
+
+def export_onnx(model: LlamaForCausalLM, path: Path, *, opset: int = 17, check: bool = True) -> Path:
+    """Write ``model`` to ``path`` as ONNX; with ``check``, also run it once with an empty past."""
+    config = model.config
+    model = model.eval()
+    param = next(model.parameters())
+    batch, seq, past_len = 2, 3, 4
+    kv_shape = (batch, config.num_key_value_heads, past_len, config.head_dim)
+    input_ids = torch.zeros((batch, seq), dtype=torch.long, device=param.device)
+    attention_mask = torch.ones((batch, past_len + seq), dtype=torch.long, device=param.device)
+    position_ids = torch.arange(past_len, past_len + seq, device=param.device).expand(batch, -1)
+    past = [torch.zeros(kv_shape, dtype=param.dtype, device=param.device)] * (2 * config.num_hidden_layers)
+    inputs, outputs = io_names(config.num_hidden_layers)
+    dynamic_axes: dict[str, dict[int, str]] = {
+        "input_ids": {0: "batch_size", 1: "sequence_length"},
+        "attention_mask": {0: "batch_size", 1: "total_sequence_length"},
+        "position_ids": {0: "batch_size", 1: "sequence_length"},
+        "logits": {0: "batch_size", 1: "sequence_length"},
+    }
+    for name in inputs[3:]:
+        dynamic_axes[name] = {0: "batch_size", 2: "past_sequence_length"}
+    for name in outputs[1:]:
+        dynamic_axes[name] = {0: "batch_size", 2: "total_sequence_length"}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # The TorchScript exporter is deprecated but handles the dynamic past length without fuss.
+    with torch.inference_mode(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(
+            _OptimumSignature(model),
+            (input_ids, attention_mask, position_ids, *past),
+            str(path),
+            input_names=inputs,
+            output_names=outputs,
+            dynamic_axes=dynamic_axes,
+            opset_version=opset,
+            do_constant_folding=True,
+            dynamo=False,
+        )
+    if check:
+        check_zero_past(path, model)
+    return path
+
+
+def check_zero_past(path: Path, model: LlamaForCausalLM) -> None:
+    """Run the exported graph on two tokens with an empty past; raise if it fails or disagrees."""
+    import onnxruntime as ort
+
+    config = model.config
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    param = next(model.parameters())
+    np_dtype = np.float16 if param.dtype == torch.float16 else np.float32
+    ids = np.array([[1, 2]], dtype=np.int64)
+    feed: dict[str, np.ndarray] = {
+        "input_ids": ids,
+        "attention_mask": np.ones((1, 2), dtype=np.int64),
+        "position_ids": np.arange(2, dtype=np.int64)[None],
+    }
+    empty = np.zeros((1, config.num_key_value_heads, 0, config.head_dim), dtype=np_dtype)
+    for name in io_names(config.num_hidden_layers)[0][3:]:
+        feed[name] = empty
+    got = np.asarray(session.run(["logits"], feed)[0], dtype=np.float32)
+    with torch.inference_mode():
+        expected, _ = model(
+            torch.from_numpy(ids).to(param.device), torch.arange(2, device=param.device)[None]
+        )
+    diff = float(np.abs(got - expected.float().cpu().numpy()).max())
+    tolerance = 1e-2 if np_dtype == np.float16 else 1e-3
+    if diff > tolerance:
+        raise RuntimeError(f"{path}: ONNX logits with an empty past differ from torch by {diff}")
+
+
+def export_model_dir(hf_dir: Path, out_dir: Path, *, opset: int = 17) -> Path:
+    """Export a Hugging Face Llama folder to ``out_dir/model.onnx`` next to its config and tokenizer."""
+    model = load_llama(hf_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name in _COPIED:
+        if (hf_dir / name).exists():
+            shutil.copyfile(hf_dir / name, out_dir / name)
+    return export_onnx(model, out_dir / ONNX_NAME, opset=opset)
