@@ -1,0 +1,120 @@
+"""The router's app factory: every resource is opened and closed through the app's lifecycle."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from router import openai_api, ws_api
+from router.chat import ChatService
+from router.config import RouterConfig
+from router.fleet import Fleet
+from router.metrics import RouterMetrics
+from router.policy import load_policy
+from router.sessions import SessionStore
+from router.sessions.memory import MemorySessionStore
+from router.state import CHAT, CONFIG, FLEET, METRICS
+from router.tokens import EstimatingCounter, TokenCounter, TokenizerCounter
+from router.upstream.node_client import NodeClient
+
+log = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).parent / "static"
+
+
+def create_app(cfg: RouterConfig) -> web.Application:
+    app = web.Application(client_max_size=cfg.max_frame_bytes)
+    app[CONFIG] = cfg
+    app[METRICS] = RouterMetrics()
+    policy = load_policy(cfg.policy)  # fail fast on a bad policy, before serving anything
+    app.cleanup_ctx.append(_resources(policy))
+    app.router.add_get("/", _index)
+    app.router.add_get("/v1/chat/ws", ws_api.chat_socket)
+    app.router.add_post("/v1/chat/completions", openai_api.chat_completions)
+    app.router.add_get("/v1/models", openai_api.list_models)
+    app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/readyz", _readyz)
+    app.router.add_get("/metrics", _metrics)
+    return app
+
+
+def _resources(policy: Any) -> Any:
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        cfg = app[CONFIG]
+        redis_client: Any = None
+        sessions: SessionStore
+        if cfg.redis_url:
+            import redis.asyncio as redis_asyncio  # only when configured
+
+            from router.sessions.redis_store import RedisSessionStore
+
+            redis_client = redis_asyncio.from_url(
+                cfg.redis_url, socket_timeout=5.0, socket_connect_timeout=5.0
+            )
+            await redis_client.ping()
+            sessions = RedisSessionStore(redis_client, cfg.session_ttl_s)
+            log.info("sessions in Redis at %s", _redact(cfg.redis_url))
+        else:
+            sessions = MemorySessionStore(cfg.session_ttl_s)
+            log.info("sessions in process memory (no redis_url configured)")
+        http = aiohttp.ClientSession()
+        secret = os.environ.get(cfg.cluster_secret_env, "")
+        clients = [NodeClient(ep, http, router_id=cfg.router_id, secret=secret) for ep in cfg.nodes]
+        for c in clients:
+            c.start()
+        fleet = Fleet(clients)
+        counter: TokenCounter = TokenizerCounter(cfg.tokenizer) if cfg.tokenizer else EstimatingCounter()
+        app[FLEET] = fleet
+        app[CHAT] = ChatService(
+            fleet=fleet,
+            sessions=sessions,
+            policy=lambda: policy,
+            counter=counter,
+            metrics=app[METRICS],
+            first_token_timeout_s=cfg.first_token_timeout_s,
+            request_timeout_s=cfg.request_timeout_s,
+        )
+        try:
+            yield
+        finally:
+            for c in clients:
+                await c.close()
+            await http.close()
+            await sessions.close()
+            if redis_client is not None:
+                await redis_client.aclose()
+
+    return ctx
+
+
+def _redact(url: str) -> str:
+    return url.split("@", 1)[-1] if "@" in url else url
+
+
+async def _index(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(STATIC_DIR / "index.html")
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def _readyz(request: web.Request) -> web.Response:
+    fleet = request.app[FLEET]
+    nodes = {c.id: {"kind": c.kind, "connected": c.connected, "error": c.last_error} for c in fleet.all()}
+    ready = fleet.any_healthy()
+    return web.json_response({"ready": ready, "nodes": nodes}, status=200 if ready else 503)
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    metrics = request.app[METRICS]
+    fleet = request.app[FLEET]
+    for tier in ("edge", "cloud"):
+        metrics.nodes_connected.labels(tier).set(len(fleet.healthy(tier)))
+    return web.Response(body=metrics.render(), content_type="text/plain", charset="utf-8")

@@ -1,0 +1,246 @@
+"""One chat turn, end to end: session, features, policy decision, node choice, relay, persistence.
+
+Both client APIs (WebSocket and OpenAI-compatible HTTP) call ``ChatService.run`` and only encode
+what it yields. Errors that stop a request before any text are raised as ``SwitchyardError``; the
+first event of a served request is always ``RouteChosen``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field, replace
+
+from router.errors import NoBackendAvailable, UnknownSession, UpstreamFailed
+from router.fleet import Fleet
+from router.metrics import RouterMetrics
+from router.policy import Decision, Features, Policy, decide
+from router.sessions import SessionStore
+from router.tokens import TokenCounter, conversation_tokens, trim_to_window
+from router.upstream.node_client import NodeClient, NodeUnavailable, StreamEvent
+from switchyard import wire
+from switchyard.wire import ChatMessage, SamplingParams
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ChatRequest:
+    request_id: str
+    messages: tuple[ChatMessage, ...]  # what this request adds to the conversation
+    params: SamplingParams
+    api: str  # "ws" | "openai"
+    session_id: str | None = None  # an existing session to continue
+    use_session: bool = False  # keep the conversation in the session store
+    model: str = ""
+    tenant: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    target: str
+    node: str
+    reason: str
+    rule: str
+    attempts: tuple[str, ...] = ()  # what failed before this route was taken
+
+    def as_dict(self) -> dict[str, object]:
+        out: dict[str, object] = {"target": self.target, "node": self.node, "reason": self.reason}
+        if self.attempts:
+            out["fallback_from"] = list(self.attempts)
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class RouteChosen:
+    route: Route
+    session_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class TextOut:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Completed:
+    route: Route
+    session_id: str | None
+    finish_reason: str
+    prompt_tokens: int
+    completion_tokens: int
+    ttft_ms: float
+    total_ms: float
+    text: str = field(repr=False, default="")
+
+
+ChatEvent = RouteChosen | TextOut | Completed
+
+
+class ChatService:
+    def __init__(
+        self,
+        *,
+        fleet: Fleet,
+        sessions: SessionStore,
+        policy: Callable[[], Policy],
+        counter: TokenCounter,
+        metrics: RouterMetrics,
+        first_token_timeout_s: float = 30.0,
+        request_timeout_s: float = 300.0,
+    ) -> None:
+        self.fleet = fleet
+        self.sessions = sessions
+        self._policy = policy
+        self.counter = counter
+        self.metrics = metrics
+        self.first_token_timeout_s = first_token_timeout_s
+        self.request_timeout_s = request_timeout_s
+
+    async def run(self, req: ChatRequest) -> AsyncIterator[ChatEvent]:
+        started = time.perf_counter()
+        session_id, history, session_tier = await self._open_session(req)
+        conversation = history + req.messages
+        decision = decide(self._policy(), self._features(req, conversation, session_tier))
+        self.metrics.decisions.labels(decision.target, decision.rule).inc()
+        params = req.params
+        if decision.max_tokens is not None and params.max_tokens > decision.max_tokens:
+            params = replace(params, max_tokens=decision.max_tokens)
+        deadline = started + min(decision.deadline_s or self.request_timeout_s, self.request_timeout_s)
+
+        node, stream, first, attempts = await self._first_event(req, decision, conversation, params, deadline)
+        route = Route(decision.target, node.id, decision.reason, decision.rule, attempts)
+        if node.kind != decision.target:
+            route = replace(route, target=node.kind, reason=f"{decision.reason}; fell back to {node.kind}")
+            self.metrics.fallbacks.labels(decision.target, node.kind).inc()
+        yield RouteChosen(route, session_id)
+
+        parts: list[str] = []
+        ttft_ms = 0.0
+        first_token_at = 0.0
+        ev: StreamEvent = first
+        self.metrics.active_streams.inc()
+        try:
+            while True:
+                if isinstance(ev, wire.Delta):
+                    if not parts:
+                        first_token_at = time.perf_counter()
+                        ttft_ms = (first_token_at - started) * 1000
+                        self.metrics.ttft.labels(route.target).observe(ttft_ms / 1000)
+                    parts.append(ev.text)
+                    yield TextOut(ev.text)
+                elif isinstance(ev, wire.Done):
+                    break
+                else:
+                    raise UpstreamFailed(f"node {node.id} failed mid-reply: {ev.code}: {ev.message}")
+                try:
+                    ev = await _next(stream, deadline)
+                except (TimeoutError, StopAsyncIteration) as exc:
+                    raise UpstreamFailed(f"node {node.id} stopped mid-reply: {type(exc).__name__}") from exc
+        finally:
+            self.metrics.active_streams.dec()
+            await stream.aclose()  # type: ignore[attr-defined]
+        if ev.finish_reason == "cancelled":
+            raise UpstreamFailed(f"node {node.id} cancelled the stream")
+        text = "".join(parts)
+        total_ms = (time.perf_counter() - started) * 1000
+        if not parts:
+            ttft_ms = total_ms
+        elif ev.completion_tokens > 1:
+            per_token = (time.perf_counter() - first_token_at) / (ev.completion_tokens - 1)
+            self.metrics.tpot.labels(route.target).observe(per_token)
+        self.metrics.routed.labels(route.target).inc()
+        self.metrics.completion_tokens.labels(route.target).inc(ev.completion_tokens)
+        if req.use_session and session_id is not None:
+            # Only a completed reply is stored, with the turn that asked for it.
+            turns = (*req.messages, ChatMessage("assistant", text))
+            await self.sessions.append(session_id, turns, tier=route.target, node=node.id)
+        yield Completed(
+            route,
+            session_id,
+            ev.finish_reason,
+            ev.prompt_tokens,
+            ev.completion_tokens,
+            ttft_ms,
+            total_ms,
+            text,
+        )
+
+    async def _open_session(self, req: ChatRequest) -> tuple[str | None, tuple[ChatMessage, ...], str]:
+        if not req.use_session:
+            return None, (), ""
+        if req.session_id is None:
+            return await self.sessions.create(), (), ""
+        session = await self.sessions.get(req.session_id)
+        if session is None:
+            raise UnknownSession(f"unknown or expired session {req.session_id!r}", param="session_id")
+        return session.session_id, session.messages, session.tier
+
+    def _features(
+        self, req: ChatRequest, conversation: tuple[ChatMessage, ...], session_tier: str
+    ) -> Features:
+        last_user = next((m.content for m in reversed(conversation) if m.role == "user"), "")
+        conv_tokens = conversation_tokens(self.counter, conversation)
+        edge_ctx = self.fleet.context_window("edge")
+        reserve = min(req.params.max_tokens, edge_ctx // 4) if edge_ctx else 0
+        edge_nodes = self.fleet.healthy("edge")
+        return Features(
+            prompt_tokens=self.counter.count(last_user),
+            conversation_tokens=conv_tokens,
+            turn=1 + sum(1 for m in conversation[:-1] if m.role == "user"),
+            tenant=req.tenant,
+            model=req.model,
+            fits_edge_context=not edge_ctx or conv_tokens + reserve <= edge_ctx,
+            edge_queue_depth=self.fleet.queue_depth("edge"),
+            edge_load=min((n.outstanding / max(1, n.load.capacity) for n in edge_nodes), default=0.0),
+            session_tier=session_tier,
+        )
+
+    async def _first_event(
+        self,
+        req: ChatRequest,
+        decision: Decision,
+        conversation: tuple[ChatMessage, ...],
+        params: SamplingParams,
+        deadline: float,
+    ) -> tuple[NodeClient, AsyncIterator[StreamEvent], StreamEvent, tuple[str, ...]]:
+        """Open a stream on the first tier and node that produce a first event; record failures."""
+        attempts: list[str] = []
+        for tier in (decision.target, *decision.fallbacks):
+            tried: set[str] = set()
+            while (node := self.fleet.pick(tier, exclude=frozenset(tried))) is not None:
+                tried.add(node.id)
+                ctx = node.context_window
+                trimmed = trim_to_window(self.counter, conversation, ctx - min(params.max_tokens, ctx // 4))
+                stream = node.stream(
+                    trimmed, params, session_id=req.session_id or "", request_id=req.request_id
+                )
+                budget = min(self.first_token_timeout_s, deadline - time.perf_counter())
+                try:
+                    first = await _next(stream, time.perf_counter() + budget)
+                except (NodeUnavailable, TimeoutError, StopAsyncIteration) as exc:
+                    await stream.aclose()  # type: ignore[attr-defined]
+                    attempts.append(f"{node.id}: {type(exc).__name__}")
+                    continue
+                except BaseException:
+                    await stream.aclose()  # type: ignore[attr-defined]
+                    raise
+                if isinstance(first, wire.Error):
+                    await stream.aclose()  # type: ignore[attr-defined]
+                    attempts.append(f"{node.id}: {first.code}")
+                    continue
+                return node, stream, first, tuple(attempts)
+            if not tried:
+                attempts.append(f"{tier}: no healthy node")
+        raise NoBackendAvailable("no backend could take the request (" + "; ".join(attempts) + ")")
+
+
+async def _next(stream: AsyncIterator[StreamEvent], deadline: float) -> StreamEvent:
+    remaining = deadline - time.perf_counter()
+    if remaining <= 0:
+        raise TimeoutError("request deadline passed")
+    # asyncio.timeout, unlike wait_for, runs anext in this task: no task per token.
+    async with asyncio.timeout(remaining):
+        return await anext(stream)

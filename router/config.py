@@ -1,0 +1,74 @@
+"""The router's configuration file (YAML), validated once at start-up."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+Tier = Literal["edge", "cloud"]
+
+
+class ConfigError(ValueError):
+    """A configuration file that cannot be used; the message names the file and field."""
+
+
+class NodeEndpoint(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str = Field(min_length=1, max_length=64)
+    url: str = Field(
+        pattern=r"^wss?://", description="the node's WebSocket URL, e.g. ws://127.0.0.1:9001/node"
+    )
+    kind: Tier
+
+
+class RouterConfig(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    router_id: str = "router-1"
+    redis_url: str | None = None
+    policy: Path = Path("policies/default.yaml")
+    nodes: tuple[NodeEndpoint, ...] = ()
+    tokenizer: Path | None = Field(None, description="tokenizer.json used to count prompt tokens")
+    cluster_secret_env: str = "SWITCHYARD_CLUSTER_SECRET"
+    session_ttl_s: int = Field(3600, ge=1)
+    max_frame_bytes: int = Field(256 * 1024, ge=1024)
+    max_message_chars: int = Field(64 * 1024, ge=1)
+    max_concurrent_chats_per_socket: int = Field(32, ge=1)
+    first_token_timeout_s: float = Field(30.0, gt=0)
+    request_timeout_s: float = Field(300.0, gt=0)
+    static_dir: Path | None = None
+
+
+def load_config(path: Path) -> RouterConfig:
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    try:
+        cfg = RouterConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: {_describe(exc)}") from exc
+    # Relative paths in the file are relative to the file.
+    base = path.parent
+    updates: dict[str, Path] = {}
+    if not cfg.policy.is_absolute():
+        updates["policy"] = (base / cfg.policy).resolve()
+    if cfg.tokenizer is not None and not cfg.tokenizer.is_absolute():
+        updates["tokenizer"] = (base / cfg.tokenizer).resolve()
+    return cfg.model_copy(update=updates)
+
+
+def _describe(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        parts.append(f"field {loc}: {err['msg']} (got {err.get('input')!r})")
+    return "; ".join(parts)

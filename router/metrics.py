@@ -1,0 +1,57 @@
+"""Prometheus metrics for the router, in a registry owned by the app (none at module level)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+_TPOT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5)
+
+
+class RouterMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "switchyard_requests", "Chat requests by API and outcome", ["api", "outcome"], registry=r
+        )
+        self.decisions = Counter(
+            "switchyard_route_decisions",
+            "Routing decisions by target and rule",
+            ["target", "rule"],
+            registry=r,
+        )
+        self.routed = Counter(
+            "switchyard_routed", "Requests served, by the tier that served them", ["target"], registry=r
+        )
+        self.fallbacks = Counter(
+            "switchyard_fallbacks",
+            "Requests served by a fallback tier or node",
+            ["from_target", "to_target"],
+            registry=r,
+        )
+        self.errors = Counter("switchyard_errors", "Errors answered to clients by code", ["code"], registry=r)
+        self.ttft = Histogram(
+            "switchyard_ttft_seconds",
+            "Time to first token by target",
+            ["target"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.tpot = Histogram(
+            "switchyard_time_per_output_token_seconds",
+            "Time per output token after the first, by target",
+            ["target"],
+            buckets=_TPOT_BUCKETS,
+            registry=r,
+        )
+        self.completion_tokens = Counter(
+            "switchyard_completion_tokens", "Tokens generated, by target", ["target"], registry=r
+        )
+        self.active_streams = Gauge("switchyard_active_streams", "Chats streaming now", registry=r)
+        self.nodes_connected = Gauge(
+            "switchyard_nodes_connected", "Connected nodes by tier", ["target"], registry=r
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,191 @@
+"""Routing policies: operator-edited YAML rules turned into a pure decision function.
+
+A policy is an ordered list of rules. Each rule has conditions over request features and names a
+target tier and its fallback chain; the first rule whose conditions all hold decides. ``decide``
+does no I/O and reads no clock, so tables of cases test it directly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+Tier = Literal["edge", "cloud"]
+Feature = Literal[
+    "prompt_tokens",
+    "conversation_tokens",
+    "turn",
+    "score",
+    "tenant",
+    "model",
+    "fits_edge_context",
+    "edge_queue_depth",
+    "edge_load",
+    "session_tier",
+]
+Scalar = int | float | str | bool
+
+
+class PolicyError(ValueError):
+    """An unusable policy file; the message names the file, line and field."""
+
+
+@dataclass(frozen=True, slots=True)
+class Features:
+    """What a rule can look at. Computed by the router for each request."""
+
+    prompt_tokens: int
+    conversation_tokens: int
+    turn: int = 1
+    score: float = 0.0
+    tenant: str = ""
+    model: str = ""
+    fits_edge_context: bool = True
+    edge_queue_depth: int = 0
+    edge_load: float = 0.0
+    session_tier: str = ""
+
+
+class Condition(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    lt: float | None = None
+    lte: float | None = None
+    gt: float | None = None
+    gte: float | None = None
+    eq: Scalar | None = None
+    ne: Scalar | None = None
+    in_: tuple[Scalar, ...] | None = Field(None, alias="in")
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> Condition:
+        if all(v is None for v in (self.lt, self.lte, self.gt, self.gte, self.eq, self.ne, self.in_)):
+            raise ValueError("a condition needs at least one of lt, lte, gt, gte, eq, ne, in")
+        return self
+
+    def holds(self, value: Scalar) -> bool:
+        if self.eq is not None and value != self.eq:
+            return False
+        if self.ne is not None and value == self.ne:
+            return False
+        if self.in_ is not None and value not in self.in_:
+            return False
+        if any(b is not None for b in (self.lt, self.lte, self.gt, self.gte)):
+            if isinstance(value, str):
+                return False
+            v = float(value)
+            if (self.lt is not None and not v < self.lt) or (self.lte is not None and not v <= self.lte):
+                return False
+            if (self.gt is not None and not v > self.gt) or (self.gte is not None and not v >= self.gte):
+                return False
+        return True
+
+    def describe(self) -> str:
+        ops = {"lt": "<", "lte": "<=", "gt": ">", "gte": ">=", "eq": "==", "ne": "!=", "in_": "in"}
+        return " and ".join(f"{ops[k]} {v}" for k, v in self if v is not None and k in ops)
+
+
+class Rule(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(min_length=1)
+    when: dict[Feature, Condition] = Field(default_factory=dict)
+    route: Tier
+    fallback: tuple[Tier, ...] = ()
+    max_tokens: int | None = Field(None, ge=1, description="cap on the reply's max_tokens")
+    deadline_s: float | None = Field(None, gt=0, description="bound on the whole request")
+
+
+class Policy(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    version: Literal[1] = 1
+    name: str
+    description: str = ""
+    rules: tuple[Rule, ...] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _last_rule_catches_all(self) -> Policy:
+        if self.rules[-1].when:
+            raise ValueError("the last rule must have no conditions, so every request gets a route")
+        return self
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    target: Tier
+    fallbacks: tuple[Tier, ...]
+    rule: str
+    reason: str
+    max_tokens: int | None = None
+    deadline_s: float | None = None
+
+
+def decide(policy: Policy, features: Features) -> Decision:
+    for rule in policy.rules:
+        if all(cond.holds(getattr(features, feat)) for feat, cond in rule.when.items()):
+            why = ", ".join(
+                f"{feat}={getattr(features, feat)!r} {cond.describe()}" for feat, cond in rule.when.items()
+            )
+            return Decision(
+                target=rule.route,
+                fallbacks=tuple(t for t in rule.fallback if t != rule.route),
+                rule=rule.name,
+                reason=f"{rule.name}: {why}" if why else rule.name,
+                max_tokens=rule.max_tokens,
+                deadline_s=rule.deadline_s,
+            )
+    raise AssertionError("unreachable: validation guarantees a catch-all last rule")
+
+
+def load_policy(path: Path) -> Policy:
+    try:
+        text = path.read_text()
+        raw = yaml.safe_load(text)
+    except (OSError, yaml.YAMLError) as exc:
+        raise PolicyError(f"{path}: {exc}") from exc
+    return parse_policy(raw, source=str(path), text=text)
+
+
+def parse_policy(raw: Any, *, source: str = "<policy>", text: str = "") -> Policy:
+    try:
+        return Policy.model_validate(raw)
+    except ValidationError as exc:
+        lines = _line_index(text)
+        parts = []
+        for err in exc.errors():
+            loc = tuple(err["loc"])
+            line = _find_line(lines, loc)
+            where = f"{source}:{line}" if line else source
+            field = ".".join(str(p) for p in loc) or "(top level)"
+            parts.append(f"{where}: field {field}: {err['msg']}")
+        raise PolicyError("; ".join(parts)) from exc
+
+
+def _line_index(text: str) -> yaml.Node | None:
+    if not text:
+        return None
+    try:
+        return yaml.compose(text)
+    except yaml.YAMLError:
+        return None
+
+
+def _find_line(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
+    """The 1-based line of the deepest YAML node on the path ``loc`` (pydantic's error location)."""
+    best = node.start_mark.line + 1 if node is not None else None
+    for key in loc:
+        if isinstance(node, yaml.MappingNode):
+            node = next((v for k, v in node.value if getattr(k, "value", None) == str(key)), None)
+        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
+            node = node.value[key]
+        else:
+            break
+        if node is None:
+            break
+        best = node.start_mark.line + 1
+    return best

@@ -1,0 +1,1 @@
+"""Connections from the router to the model nodes it routes to."""

@@ -1,0 +1,197 @@
+"""The WebSocket chat API at ``/v1/chat/ws`` (JSON text frames; see docs/protocol.md).
+
+Each socket may run several chats at once, each in its own task keyed by the client's ``id``.
+A ``cancel`` frame or the socket closing cancels the chat's task, which closes its upstream stream
+and so cancels generation on the node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import json
+import logging
+import uuid
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from router.chat import ChatRequest, ChatService, Completed, RouteChosen, TextOut
+from router.errors import (
+    DuplicateRequestId,
+    FrameTooLarge,
+    InvalidParams,
+    MalformedJSON,
+    SwitchyardError,
+    UnknownMessageType,
+)
+from router.sessions.base import valid_session_id
+from router.state import CHAT, CONFIG, METRICS
+from switchyard.wire import ChatMessage, SamplingParams
+
+log = logging.getLogger(__name__)
+
+# aiohttp closes the socket (code 1009) above this; below it, over-size frames get a typed error.
+_HARD_FRAME_LIMIT = 4 * 1024 * 1024
+
+
+async def chat_socket(request: web.Request) -> web.WebSocketResponse:
+    cfg = request.app[CONFIG]
+    chat = request.app[CHAT]
+    metrics = request.app[METRICS]
+    ws = web.WebSocketResponse(max_msg_size=max(_HARD_FRAME_LIMIT, cfg.max_frame_bytes), heartbeat=30.0)
+    await ws.prepare(request)
+    running: dict[str, asyncio.Task[None]] = {}
+
+    async def send(obj: dict[str, Any]) -> None:
+        if not ws.closed:
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                await ws.send_str(json.dumps(obj, separators=(",", ":")))
+
+    async def send_error(exc: SwitchyardError, chat_id: Any = None) -> None:
+        metrics.errors.labels(exc.code).inc()
+        frame: dict[str, Any] = {"type": "error", "code": exc.code, "message": exc.message}
+        if chat_id is not None:
+            frame["id"] = chat_id
+        await send(frame)
+
+    try:
+        async for frame in ws:
+            if frame.type == WSMsgType.ERROR:
+                break
+            if frame.type != WSMsgType.TEXT:
+                await send_error(MalformedJSON("frames must be JSON text frames"))
+                continue
+            if len(frame.data) > cfg.max_frame_bytes:
+                await send_error(
+                    FrameTooLarge(f"frame of {len(frame.data)} bytes exceeds {cfg.max_frame_bytes}")
+                )
+                continue
+            try:
+                msg = json.loads(frame.data)
+            except ValueError as exc:
+                await send_error(MalformedJSON(f"invalid JSON: {exc}"))
+                continue
+            if not isinstance(msg, dict):
+                await send_error(MalformedJSON("a frame must be a JSON object"))
+                continue
+            chat_id = msg.get("id")
+            kind = msg.get("type")
+            try:
+                if kind == "chat":
+                    req = _parse_chat(msg, cfg.max_message_chars)
+                    key = str(req_id := msg["id"])
+                    if key in running:
+                        raise DuplicateRequestId(f"a chat with id {req_id!r} is already running", param="id")
+                    if len(running) >= cfg.max_concurrent_chats_per_socket:
+                        raise InvalidParams(
+                            f"at most {cfg.max_concurrent_chats_per_socket} concurrent chats per socket"
+                        )
+                    task = asyncio.create_task(_run_chat(chat, req, req_id, send, send_error))
+                    running[key] = task
+                    task.add_done_callback(functools.partial(_forget, running, key))
+                elif kind == "cancel":
+                    task_ = running.get(str(chat_id))
+                    if task_ is not None:
+                        task_.cancel()
+                        await send({"type": "cancelled", "id": chat_id})
+                elif kind == "ping":
+                    await send({"type": "pong", "id": chat_id})
+                else:
+                    raise UnknownMessageType(f"unknown message type {kind!r}", param="type")
+            except SwitchyardError as exc:
+                await send_error(exc, chat_id if _valid_id(chat_id) else None)
+    finally:
+        # The client went away (or the server is stopping): stop everything it started.
+        for task in list(running.values()):
+            task.cancel()
+    return ws
+
+
+async def _run_chat(chat: ChatService, req: ChatRequest, chat_id: Any, send: Any, send_error: Any) -> None:
+    metrics = chat.metrics
+    try:
+        async for ev in chat.run(req):
+            if isinstance(ev, TextOut):
+                await send({"type": "delta", "id": chat_id, "text": ev.text})
+            elif isinstance(ev, RouteChosen):
+                await send(
+                    {"type": "route", "id": chat_id, "route": ev.route.as_dict(), "session_id": ev.session_id}
+                )
+            elif isinstance(ev, Completed):
+                await send(
+                    {
+                        "type": "done",
+                        "id": chat_id,
+                        "session_id": ev.session_id,
+                        "finish_reason": ev.finish_reason,
+                        "route": ev.route.as_dict(),
+                        "usage": {
+                            "prompt_tokens": ev.prompt_tokens,
+                            "completion_tokens": ev.completion_tokens,
+                            "total_tokens": ev.prompt_tokens + ev.completion_tokens,
+                        },
+                        "timings": {"ttft_ms": round(ev.ttft_ms, 2), "total_ms": round(ev.total_ms, 2)},
+                    }
+                )
+        metrics.requests.labels("ws", "ok").inc()
+    except SwitchyardError as exc:
+        metrics.requests.labels("ws", exc.code).inc()
+        await send_error(exc, chat_id)
+    except asyncio.CancelledError:
+        metrics.requests.labels("ws", "cancelled").inc()
+        raise
+    except Exception:
+        log.exception("chat %s failed", req.request_id)
+        metrics.requests.labels("ws", "internal_error").inc()
+        await send_error(SwitchyardError("internal error"), chat_id)
+
+
+def _forget(running: dict[str, asyncio.Task[None]], key: str, task: asyncio.Task[None]) -> None:
+    if running.get(key) is task:
+        del running[key]
+
+
+def _valid_id(chat_id: Any) -> bool:
+    return (isinstance(chat_id, str) and 0 < len(chat_id) <= 128) or (
+        isinstance(chat_id, int) and not isinstance(chat_id, bool)
+    )
+
+
+def _parse_chat(msg: dict[str, Any], max_chars: int) -> ChatRequest:
+    unknown = set(msg) - {"type", "id", "session_id", "message", "params", "system"}
+    if unknown:
+        raise InvalidParams(f"unknown field(s) in chat: {', '.join(sorted(unknown))}")
+    if not _valid_id(msg.get("id")):
+        raise InvalidParams("chat needs an id: a string of 1-128 characters or an integer", param="id")
+    text = msg.get("message")
+    if not isinstance(text, str) or not text.strip():
+        raise InvalidParams("message must be a non-empty string", param="message")
+    if len(text) > max_chars:
+        raise InvalidParams(f"message is longer than {max_chars} characters", param="message")
+    session_id = msg.get("session_id")
+    if session_id is not None and (not isinstance(session_id, str) or not valid_session_id(session_id)):
+        raise InvalidParams("session_id must be a session id this server gave out", param="session_id")
+    raw_params = msg.get("params", {})
+    if not isinstance(raw_params, dict):
+        raise InvalidParams("params must be an object", param="params")
+    try:
+        params = SamplingParams.from_dict(raw_params)
+    except ValueError as exc:
+        raise InvalidParams(str(exc), param="params") from exc
+    messages: list[ChatMessage] = []
+    system = msg.get("system")
+    if system is not None:
+        if not isinstance(system, str) or len(system) > max_chars:
+            raise InvalidParams("system must be a string", param="system")
+        messages.append(ChatMessage("system", system))
+    messages.append(ChatMessage("user", text))
+    return ChatRequest(
+        request_id=uuid.uuid4().hex,
+        messages=tuple(messages),
+        params=params,
+        api="ws",
+        session_id=session_id,
+        use_session=True,
+    )
