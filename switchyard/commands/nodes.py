@@ -1,0 +1,57 @@
+"""``switchyard edge`` and ``switchyard cloud``: run one model node."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+from pathlib import Path
+
+from switchyard.node_server import NodeOptions, serve_node
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    for kind, running, help_text in (
+        ("edge", 16, "run an edge node: an ONNX model folder served with onnxruntime"),
+        ("cloud", 32, "run the cloud backend: a torch model folder (config.json + safetensors)"),
+    ):
+        p = sub.add_parser(kind, help=help_text, description=help_text)
+        p.add_argument("--model", type=Path, required=True, help="model folder")
+        p.add_argument("--host", default="127.0.0.1")
+        p.add_argument("--port", type=int, required=True)
+        p.add_argument("--node-id", default="", help="id announced to routers (default: KIND-HOSTNAME)")
+        p.add_argument("--max-running", type=int, default=running, help="sequences decoded together")
+        p.add_argument("--max-queued", type=int, default=running * 16, help="requests waiting beyond that")
+        p.add_argument(
+            "--secret-env",
+            default="SWITCHYARD_CLUSTER_SECRET",
+            help="environment variable holding the cluster secret routers must present",
+        )
+        p.add_argument("--drain-grace-s", type=float, default=30.0)
+        p.set_defaults(func=_run, kind=kind)
+
+
+def _run(args: argparse.Namespace) -> int:
+    opts = NodeOptions(
+        model_dir=args.model,
+        kind=args.kind,
+        node_id=args.node_id,
+        secret=os.environ.get(args.secret_env, ""),
+        max_running=args.max_running,
+        max_queued=args.max_queued,
+    )
+    if args.kind == "edge":
+        from edge_runtime.daemon import build_app
+    else:
+        from cloud_backend.server import build_app
+    _install_uvloop()
+    asyncio.run(serve_node(build_app(opts), args.host, args.port, drain_grace_s=args.drain_grace_s))
+    return 0
+
+
+def _install_uvloop() -> None:
+    try:
+        import uvloop
+    except ImportError:
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())

@@ -1,0 +1,131 @@
+"""The routing decision as a pure function: tables of cases, and the shipped policy files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from router.policy import Features, PolicyError, decide, load_policy, parse_policy
+from switchyard.paths import POLICIES_DIR
+
+DEFAULT = load_policy(POLICIES_DIR / "default.yaml")
+
+
+@pytest.mark.parametrize(
+    ("features", "target", "fallbacks", "rule"),
+    [
+        (Features(prompt_tokens=5, conversation_tokens=9), "edge", ("cloud",), "short-prompt"),
+        (Features(prompt_tokens=47, conversation_tokens=60), "edge", ("cloud",), "short-prompt"),
+        (Features(prompt_tokens=48, conversation_tokens=60), "cloud", ("edge",), "long-prompt"),
+        (Features(prompt_tokens=500, conversation_tokens=600), "cloud", ("edge",), "long-prompt"),
+        (
+            Features(prompt_tokens=5, conversation_tokens=9000, fits_edge_context=False),
+            "cloud",
+            ("edge",),
+            "long-prompt",
+        ),
+        (
+            Features(prompt_tokens=500, conversation_tokens=600, model="switchyard-edge"),
+            "edge",
+            ("cloud",),
+            "asked-for-edge",
+        ),
+        (
+            Features(prompt_tokens=5, conversation_tokens=9, model="switchyard-cloud"),
+            "cloud",
+            ("edge",),
+            "asked-for-cloud",
+        ),
+    ],
+)
+def test_default_policy(features: Features, target: str, fallbacks: tuple[str, ...], rule: str) -> None:
+    d = decide(DEFAULT, features)
+    assert (d.target, d.fallbacks, d.rule) == (target, fallbacks, rule)
+    assert d.reason.startswith(rule)
+
+
+def test_reason_names_the_feature_and_threshold() -> None:
+    d = decide(DEFAULT, Features(prompt_tokens=5, conversation_tokens=9))
+    assert "prompt_tokens=5 < 48" in d.reason
+
+
+def test_every_shipped_policy_loads() -> None:
+    files = sorted(POLICIES_DIR.glob("*.yaml"))
+    assert files
+    for f in files:
+        load_policy(f)
+
+
+def test_decide_is_deterministic() -> None:
+    f = Features(prompt_tokens=30, conversation_tokens=40)
+    assert decide(DEFAULT, f) == decide(DEFAULT, f)
+
+
+def test_error_names_file_line_and_field(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "version: 1\nname: x\nrules:\n  - name: a\n    when:\n      prompt_tokens: {lt: many}\n    route: edge\n"
+        "  - name: b\n    route: cloud\n"
+    )
+    with pytest.raises(PolicyError) as info:
+        load_policy(bad)
+    msg = str(info.value)
+    assert f"{bad}:6" in msg
+    assert "rules.0.when.prompt_tokens.lt" in msg
+
+
+@pytest.mark.parametrize(
+    ("raw", "fragment"),
+    [
+        ({"name": "x", "rules": []}, "rules"),
+        ({"name": "x", "rules": [{"name": "a", "route": "moon"}]}, "route"),
+        (
+            {"name": "x", "rules": [{"name": "a", "route": "edge", "when": {"prompt_tokens": {"lt": 3}}}]},
+            "last rule",
+        ),
+        (
+            {
+                "name": "x",
+                "rules": [
+                    {"name": "a", "route": "edge", "when": {"colour": {"eq": 1}}},
+                    {"name": "b", "route": "cloud"},
+                ],
+            },
+            "colour",
+        ),
+        (
+            {
+                "name": "x",
+                "rules": [
+                    {"name": "a", "route": "edge", "when": {"turn": {}}},
+                    {"name": "b", "route": "cloud"},
+                ],
+            },
+            "at least one",
+        ),
+        ({"name": "x", "rules": [{"name": "a", "route": "edge"}], "extra": 1}, "extra"),
+    ],
+)
+def test_invalid_policies_are_refused(raw: object, fragment: str) -> None:
+    with pytest.raises(PolicyError, match=fragment):
+        parse_policy(raw)
+
+
+def test_caps_and_deadline_carried() -> None:
+    p = parse_policy(
+        {
+            "name": "x",
+            "rules": [
+                {
+                    "name": "a",
+                    "route": "edge",
+                    "fallback": ["cloud", "edge"],
+                    "max_tokens": 64,
+                    "deadline_s": 5,
+                }
+            ],
+        }
+    )
+    d = decide(p, Features(prompt_tokens=1, conversation_tokens=1))
+    assert (d.max_tokens, d.deadline_s, d.fallbacks) == (64, 5.0, ("cloud",))

@@ -1,0 +1,61 @@
+"""Incremental decoding and stop strings."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from switchyard.sampling import Sampler
+from switchyard.textstream import IncrementalDecoder, StopMatcher
+from switchyard.wire import SamplingParams
+
+VOCAB = ["Hello", " wor", "ld", "!", " ", "\u00e9"]
+
+
+def _decode(ids: Sequence[int]) -> str:
+    return "".join(VOCAB[i] for i in ids)
+
+
+def test_incremental_decoder_emits_each_piece_once() -> None:
+    dec = IncrementalDecoder(_decode)
+    out = "".join(dec.push(i) for i in [0, 1, 2, 3, 4, 5])
+    assert out == "Hello world! \u00e9"
+
+
+def test_partial_utf8_is_held_back() -> None:
+    pieces = {0: "a", 1: "\ufffd", 2: "b"}
+
+    def decode(ids: Sequence[int]) -> str:
+        text = "".join(pieces[i] for i in ids)
+        return text.replace("\ufffdb", "\u00e9")  # tokens 1+2 form one character
+
+    dec = IncrementalDecoder(decode)
+    assert dec.push(0) == "a"
+    assert dec.push(1) == ""
+    assert dec.push(2) == "\u00e9"
+
+
+def test_stop_matcher_cuts_at_stop_across_chunks() -> None:
+    m = StopMatcher(["END"])
+    assert m.feed("hello E") == ("hello ", False)
+    assert m.feed("N") == ("", False)
+    assert m.feed("D and more") == ("", True)
+
+
+def test_stop_matcher_releases_false_alarm() -> None:
+    m = StopMatcher(["END"])
+    assert m.feed("E") == ("", False)
+    assert m.feed("x") == ("Ex", False)
+    assert m.flush() == ""
+
+
+def test_greedy_and_seeded_sampling() -> None:
+    logits = np.array([0.1, 3.0, 0.5, 2.9], dtype=np.float32)
+    assert Sampler(SamplingParams()).pick(logits) == 1
+    a = [Sampler(SamplingParams(temperature=1.0, seed=7)).pick(logits) for _ in range(3)]
+    assert len(set(a)) == 1  # same seed, same first pick
+    s = Sampler(SamplingParams(temperature=1.0, top_k=2, seed=1))
+    assert {s.pick(logits) for _ in range(50)} <= {1, 3}
+    s = Sampler(SamplingParams(temperature=1.0, top_p=0.01, seed=1))
+    assert {s.pick(logits) for _ in range(20)} == {1}
