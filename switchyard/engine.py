@@ -16,7 +16,9 @@ import threading
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 
-from switchyard.lm import KVCache, LanguageModel
+import numpy as np
+
+from switchyard.lm import KVCache, LanguageModel, Logits
 from switchyard.sampling import Sampler
 from switchyard.textstream import IncrementalDecoder, StopMatcher
 from switchyard.tokenizer import ChatTokenizer
@@ -90,6 +92,8 @@ class GenerationEngine:
         self._running: list[_Sequence] = []
         self._closed = False
         self._thread: threading.Thread | None = None
+        banned = tokenizer.banned_ids
+        self._banned = np.asarray(banned, dtype=np.int64) if banned else None
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -191,7 +195,12 @@ class GenerationEngine:
             return
         self._running.append(seq)
         assert seq.sampler is not None
-        self._accept(seq, seq.sampler.pick(logits))
+        self._accept(seq, seq.sampler.pick(self._mask(logits)))
+
+    def _mask(self, logits: Logits) -> Logits:
+        if self._banned is not None:
+            logits[..., self._banned] = -np.inf
+        return logits
 
     def _prepare(self, seq: _Sequence) -> None:
         ctx = self.lm.context_window
@@ -222,6 +231,7 @@ class GenerationEngine:
                 self._running.remove(seq)
                 seq.emit(Failed("inference_error", f"decode step failed: {type(exc).__name__}"))
             return
+        logits = self._mask(logits)
         for i, seq in enumerate(batch):
             seq.cache = caches[i]
             assert seq.sampler is not None
@@ -229,7 +239,7 @@ class GenerationEngine:
 
     def _accept(self, seq: _Sequence, token: int) -> None:
         assert seq.decoder is not None and seq.stopper is not None
-        if token == self.tokenizer.eos_id:
+        if token == self.tokenizer.eos_id and not seq.params.ignore_eos:
             self._finish(seq, "stop")
             return
         seq.generated += 1
@@ -245,8 +255,11 @@ class GenerationEngine:
             self._finish(seq, "length")
 
     def _finish(self, seq: _Sequence, reason: str, *, flush: bool = True) -> None:
-        assert seq.stopper is not None
-        tail = seq.stopper.flush() if flush else ""
+        assert seq.stopper is not None and seq.decoder is not None
+        tail = ""
+        if flush:
+            tail, stopped = seq.stopper.feed(seq.decoder.flush())
+            tail += "" if stopped else seq.stopper.flush()
         if tail:
             seq.emit(TextChunk(tail, seq.pending_tokens))
         self._running.remove(seq)

@@ -36,6 +36,13 @@ class IncrementalDecoder:
             return full[len(prefix) :]
         return ""
 
+    def flush(self) -> str:
+        """Whatever is still held back (an incomplete character decodes as U+FFFD)."""
+        prefix = self._decode(self._ids[self._prefix_offset : self._read_offset])
+        full = self._decode(self._ids[self._prefix_offset :])
+        self._prefix_offset = self._read_offset = len(self._ids)
+        return full[len(prefix) :]
+
 
 class StopMatcher:
     """Holds back text that might be the start of a stop string; reports when one is complete."""

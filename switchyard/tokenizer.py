@@ -28,6 +28,14 @@ class ChatTokenizer:
         self.bos_token = _token_text(cfg.get("bos_token"))
         self.eos_token = _token_text(cfg.get("eos_token"))
         self.eos_id = self._tok.token_to_id(self.eos_token) if self.eos_token else None
+        # Control tokens (role markers, padding) must never appear in a reply; EOS ends it instead.
+        self.banned_ids = tuple(
+            sorted(
+                i
+                for i, tok in self._tok.get_added_tokens_decoder().items()
+                if tok.special and i != self.eos_id
+            )
+        )
         template = cfg.get("chat_template") or DEFAULT_CHAT_TEMPLATE
         if isinstance(template, list):  # HF allows a list of named templates
             template = next((t["template"] for t in template if t.get("name") == "default"), None)

@@ -44,6 +44,7 @@ class SamplingParams:
     top_k: int = 0
     seed: int | None = None
     stop: tuple[str, ...] = ()
+    ignore_eos: bool = False  # keep generating past EOS until max_tokens (benchmarks, tests)
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the field when a value is out of range."""
@@ -59,10 +60,12 @@ class SamplingParams:
             raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
         if len(self.stop) > 8 or any(not isinstance(s, str) or not s or len(s) > 64 for s in self.stop):
             raise ValueError("stop must be at most 8 non-empty strings of at most 64 characters")
+        if not isinstance(self.ignore_eos, bool):
+            raise ValueError(f"ignore_eos must be a boolean, got {self.ignore_eos!r}")
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> SamplingParams:
-        known = {"max_tokens", "temperature", "top_p", "top_k", "seed", "stop"}
+        known = {"max_tokens", "temperature", "top_p", "top_k", "seed", "stop", "ignore_eos"}
         unknown = set(raw) - known
         if unknown:
             raise ValueError(f"unknown sampling parameter(s): {', '.join(sorted(unknown))}")
@@ -78,6 +81,7 @@ class SamplingParams:
             top_k=raw.get("top_k", 0),
             seed=raw.get("seed"),
             stop=tuple(stop),
+            ignore_eos=raw.get("ignore_eos", False),
         )
         params.validate()
         return params

@@ -1,0 +1,1 @@
+"""Builds Switchyard's demo models offline: corpus, tokenizer, training, export."""
