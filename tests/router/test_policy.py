@@ -65,8 +65,8 @@ def test_decide_is_deterministic() -> None:
 def test_error_names_file_line_and_field(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text(
-        "version: 1\nname: x\nrules:\n  - name: a\n    when:\n      prompt_tokens: {lt: many}\n    route: edge\n"
-        "  - name: b\n    route: cloud\n"
+        "version: 1\nname: x\nrules:\n  - name: a\n    when:\n"
+        "      prompt_tokens: {lt: many}\n    route: edge\n  - name: b\n    route: cloud\n"
     )
     with pytest.raises(PolicyError) as info:
         load_policy(bad)
