@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
 from switchyard import wire
 from switchyard.engine import Failed, Finished, GenerationEngine, QueueFull, TextChunk
@@ -83,6 +83,7 @@ class NodeState:
         self.ready = False
         self.draining = False
         self.streams: set[asyncio.Task[None]] = set()
+        self.sockets: set[web.WebSocketResponse] = set()
 
     def load(self) -> wire.Load:
         running, queued = self.engine.load()
@@ -128,8 +129,12 @@ async def _readyz(request: web.Request) -> web.Response:
 
 
 async def _cancel_streams(app: web.Application) -> None:
-    for task in list(app[STATE].streams):
+    state = app[STATE]
+    for task in list(state.streams):
         task.cancel()
+    # Close router connections now rather than wait out aiohttp's shutdown timeout on them.
+    for ws in list(state.sockets):
+        await ws.close(code=WSCloseCode.GOING_AWAY, message=b"node shutting down")
 
 
 async def _node_socket(request: web.Request) -> web.WebSocketResponse:
@@ -150,6 +155,7 @@ async def _node_socket(request: web.Request) -> web.WebSocketResponse:
                 await ws.send_bytes(wire.encode(msg))
 
     reporter = asyncio.create_task(_report_load(state, send))
+    state.sockets.add(ws)
     try:
         async for frame in ws:
             if frame.type != WSMsgType.BINARY:
@@ -182,6 +188,7 @@ async def _node_socket(request: web.Request) -> web.WebSocketResponse:
             else:
                 await send(wire.Error(-1, "unexpected_message", f"unexpected {msg.t} message"))
     finally:
+        state.sockets.discard(ws)
         reporter.cancel()
         # The router went away: stop everything it started here.
         for task in list(tasks.values()):
