@@ -44,12 +44,15 @@ class Route:
     node: str
     reason: str
     rule: str
-    attempts: tuple[str, ...] = ()  # what failed before this route was taken
+    attempts: tuple[str, ...] = ()  # what failed before the first token
+    failovers: tuple[str, ...] = ()  # nodes that failed mid-reply, and who continued
 
     def as_dict(self) -> dict[str, object]:
         out: dict[str, object] = {"target": self.target, "node": self.node, "reason": self.reason}
         if self.attempts:
             out["fallback_from"] = list(self.attempts)
+        if self.failovers:
+            out["failover"] = list(self.failovers)
         return out
 
 
@@ -110,7 +113,9 @@ class ChatService:
             params = replace(params, max_tokens=decision.max_tokens)
         deadline = started + min(decision.deadline_s or self.request_timeout_s, self.request_timeout_s)
 
-        node, stream, first, attempts = await self._first_event(req, decision, conversation, params, deadline)
+        node, stream, first, attempts = await self._first_event(
+            req, decision, conversation, params, deadline, continue_text="", exclude=frozenset()
+        )
         route = Route(decision.target, node.id, decision.reason, decision.rule, attempts)
         if node.kind != decision.target:
             route = replace(route, target=node.kind, reason=f"{decision.reason}; fell back to {node.kind}")
@@ -120,6 +125,8 @@ class ChatService:
         parts: list[str] = []
         ttft_ms = 0.0
         first_token_at = 0.0
+        tokens_before = 0  # completion tokens produced by nodes that failed mid-reply
+        failed_nodes: set[str] = set()
         ev: StreamEvent = first
         self.metrics.active_streams.inc()
         try:
@@ -130,42 +137,74 @@ class ChatService:
                         ttft_ms = (first_token_at - started) * 1000
                         self.metrics.ttft.labels(route.target).observe(ttft_ms / 1000)
                     parts.append(ev.text)
+                    tokens_before += ev.tokens
                     yield TextOut(ev.text)
-                elif isinstance(ev, wire.Done):
+                elif isinstance(ev, wire.Done) and ev.finish_reason != "cancelled":
                     break
                 else:
-                    raise UpstreamFailed(f"node {node.id} failed mid-reply: {ev.code}: {ev.message}")
+                    # The node failed mid-reply: continue the same reply elsewhere from the text so far.
+                    why = ev.code if isinstance(ev, wire.Error) else "stream ended"
+                    log.warning(
+                        "request %s: node %s failed mid-reply (%s); failing over",
+                        req.request_id,
+                        node.id,
+                        why,
+                    )
+                    await stream.aclose()  # type: ignore[attr-defined]
+                    failed_nodes.add(node.id)
+                    left = params.max_tokens - tokens_before
+                    if left <= 0:
+                        ev = wire.Done(-1, "length", 0, 0)
+                        break
+                    old = node
+                    node, stream, ev, more = await self._first_event(
+                        req,
+                        decision,
+                        conversation,
+                        replace(params, max_tokens=left),
+                        deadline,
+                        continue_text="".join(parts),
+                        exclude=frozenset(failed_nodes),
+                    )
+                    route = replace(
+                        route,
+                        node=node.id,
+                        target=node.kind,
+                        failovers=(
+                            *route.failovers,
+                            f"{old.id} -> {node.id} after {tokens_before} tokens ({why})",
+                        ),
+                        attempts=route.attempts + more,
+                    )
+                    self.metrics.fallbacks.labels(old.kind, node.kind).inc()
+                    continue
                 try:
                     ev = await _next(stream, deadline)
-                except (TimeoutError, StopAsyncIteration) as exc:
-                    raise UpstreamFailed(f"node {node.id} stopped mid-reply: {type(exc).__name__}") from exc
+                except StopAsyncIteration:
+                    ev = wire.Error(-1, "stream_ended", "the node's stream ended without done")
+                except TimeoutError as exc:
+                    raise UpstreamFailed(f"node {node.id}: request deadline passed mid-reply") from exc
         finally:
             self.metrics.active_streams.dec()
             await stream.aclose()  # type: ignore[attr-defined]
-        if ev.finish_reason == "cancelled":
-            raise UpstreamFailed(f"node {node.id} cancelled the stream")
         text = "".join(parts)
         total_ms = (time.perf_counter() - started) * 1000
         if not parts:
             ttft_ms = total_ms
-        elif ev.completion_tokens > 1:
-            per_token = (time.perf_counter() - first_token_at) / (ev.completion_tokens - 1)
+        elif tokens_before > 1:
+            per_token = (time.perf_counter() - first_token_at) / (tokens_before - 1)
             self.metrics.tpot.labels(route.target).observe(per_token)
         self.metrics.routed.labels(route.target).inc()
-        self.metrics.completion_tokens.labels(route.target).inc(ev.completion_tokens)
+        self.metrics.completion_tokens.labels(route.target).inc(tokens_before)
         if req.use_session and session_id is not None:
             # Only a completed reply is stored, with the turn that asked for it.
             turns = (*req.messages, ChatMessage("assistant", text))
             await self.sessions.append(session_id, turns, tier=route.target, node=node.id)
+        prompt_tokens = (
+            ev.prompt_tokens if not route.failovers else conversation_tokens(self.counter, conversation)
+        )
         yield Completed(
-            route,
-            session_id,
-            ev.finish_reason,
-            ev.prompt_tokens,
-            ev.completion_tokens,
-            ttft_ms,
-            total_ms,
-            text,
+            route, session_id, ev.finish_reason, prompt_tokens, tokens_before, ttft_ms, total_ms, text
         )
 
     async def _open_session(self, req: ChatRequest) -> tuple[str | None, tuple[ChatMessage, ...], str]:
@@ -205,17 +244,28 @@ class ChatService:
         conversation: tuple[ChatMessage, ...],
         params: SamplingParams,
         deadline: float,
+        *,
+        continue_text: str,
+        exclude: frozenset[str],
     ) -> tuple[NodeClient, AsyncIterator[StreamEvent], StreamEvent, tuple[str, ...]]:
-        """Open a stream on the first tier and node that produce a first event; record failures."""
+        """Open a stream on the first tier and node that produce a first event; record failures.
+
+        With ``continue_text`` (a failover mid-reply), the node continues that partial reply;
+        the tier the reply started on is tried first, then the policy's fallbacks.
+        """
         attempts: list[str] = []
         for tier in (decision.target, *decision.fallbacks):
-            tried: set[str] = set()
+            tried: set[str] = set(exclude)
             while (node := self.fleet.pick(tier, exclude=frozenset(tried))) is not None:
                 tried.add(node.id)
                 ctx = node.context_window
                 trimmed = trim_to_window(self.counter, conversation, ctx - min(params.max_tokens, ctx // 4))
                 stream = node.stream(
-                    trimmed, params, session_id=req.session_id or "", request_id=req.request_id
+                    trimmed,
+                    params,
+                    session_id=req.session_id or "",
+                    request_id=req.request_id,
+                    continue_text=continue_text,
                 )
                 budget = min(self.first_token_timeout_s, deadline - time.perf_counter())
                 try:
@@ -232,7 +282,7 @@ class ChatService:
                     attempts.append(f"{node.id}: {first.code}")
                     continue
                 return node, stream, first, tuple(attempts)
-            if not tried:
+            if tried == set(exclude):
                 attempts.append(f"{tier}: no healthy node")
         raise NoBackendAvailable("no backend could take the request (" + "; ".join(attempts) + ")")
 

@@ -59,6 +59,7 @@ class _Sequence:
     params: SamplingParams
     emit: Callable[[Event], None]
     session_id: str = ""
+    continue_text: str = ""
     prompt_ids: list[int] = field(default_factory=list)
     cache: KVCache | None = None
     last_token: int = -1
@@ -125,16 +126,30 @@ class GenerationEngine:
     # --- asyncio side --------------------------------------------------------------------
 
     async def generate(
-        self, messages: Sequence[ChatMessage], params: SamplingParams, session_id: str = ""
+        self,
+        messages: Sequence[ChatMessage],
+        params: SamplingParams,
+        session_id: str = "",
+        continue_text: str = "",
     ) -> AsyncIterator[Event]:
-        """Stream events for one request; closing the iterator early cancels the generation."""
+        """Stream events for one request; closing the iterator early cancels the generation.
+
+        ``continue_text`` is a partial assistant reply (from a node that failed mid-reply) that the
+        generation continues rather than starts over.
+        """
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Event] = asyncio.Queue()
 
         def emit(ev: Event) -> None:
             loop.call_soon_threadsafe(queue.put_nowait, ev)
 
-        seq = _Sequence(messages=tuple(messages), params=params, emit=emit, session_id=session_id)
+        seq = _Sequence(
+            messages=tuple(messages),
+            params=params,
+            emit=emit,
+            session_id=session_id,
+            continue_text=continue_text,
+        )
         with self._lock:
             if self._closed:
                 raise QueueFull("engine is shutting down")
@@ -211,6 +226,8 @@ class GenerationEngine:
         while len(ids) > budget and _droppable(messages):
             del messages[_droppable(messages)[0]]
             ids = self.tokenizer.encode_chat(messages)
+        if seq.continue_text:
+            ids = ids + self.tokenizer.encode(seq.continue_text)
         if len(ids) > budget:
             ids = ids[-budget:]
         seq.prompt_ids = ids

@@ -244,7 +244,7 @@ async def _report_load(state: NodeState, send: _Send) -> None:
 async def _serve_stream(state: NodeState, msg: wire.Generate, send: _Send) -> None:
     sid = msg.sid
     try:
-        events = state.engine.generate(msg.messages, msg.params, msg.session_id)
+        events = state.engine.generate(msg.messages, msg.params, msg.session_id, msg.continue_text)
         try:
             async for ev in events:
                 if isinstance(ev, TextChunk):

@@ -122,6 +122,7 @@ class Generate:
     params: SamplingParams
     session_id: str = ""
     request_id: str = ""
+    continue_text: str = ""  # a partial reply to continue (failover mid-reply), else ""
     t: Literal["gen"] = "gen"
 
 

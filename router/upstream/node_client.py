@@ -176,6 +176,7 @@ class NodeClient:
         *,
         session_id: str = "",
         request_id: str = "",
+        continue_text: str = "",
     ) -> AsyncIterator[StreamEvent]:
         ws = self._ws
         if ws is None or ws.closed or self.welcome is None:
@@ -185,7 +186,7 @@ class NodeClient:
         self._streams[sid] = queue
         finished = False
         try:
-            gen = wire.Generate(sid, tuple(messages), params, session_id, request_id)
+            gen = wire.Generate(sid, tuple(messages), params, session_id, request_id, continue_text)
             try:
                 await ws.send_bytes(wire.encode(gen))
             except (ConnectionError, RuntimeError) as exc:

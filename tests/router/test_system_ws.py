@@ -9,7 +9,7 @@ import aiohttp
 
 from router.state import CHAT, FLEET
 from tests.router.conftest import NodeProc, StartRouter, start_node, stop_node
-from tests.router.wsclient import LONG_PROMPT, chat
+from tests.router.wsclient import LONG_PROMPT, chat, collect
 
 
 async def test_short_prompt_streams_from_edge_long_from_cloud(
@@ -262,3 +262,44 @@ async def test_bad_inputs_get_typed_errors_and_the_socket_survives(
             assert reply["message"]
         ok = await chat(ws, "Still there?", chat_id="ok", params={"max_tokens": 4})
         assert ok.done is not None
+
+
+async def test_node_killed_mid_stream_reply_continues_elsewhere(
+    start_router: StartRouter, demo_models: object
+) -> None:
+    edge = start_node("edge", demo_models.edge, "edge-dies")  # type: ignore[attr-defined]
+    cloud = start_node("cloud", demo_models.cloud, "cloud-3")  # type: ignore[attr-defined]
+    try:
+        router = await start_router([edge, cloud])
+        async with aiohttp.ClientSession() as http, http.ws_connect(router.ws) as ws:
+            await ws.send_str(
+                json.dumps(
+                    {
+                        "type": "chat",
+                        "id": "m",
+                        "message": "Hi!",
+                        "params": {"max_tokens": 800, "ignore_eos": True},
+                    }
+                )
+            )
+            deltas: list[str] = []
+            frame = await ws.receive_json(timeout=30)
+            while frame["type"] != "delta":
+                frame = await ws.receive_json(timeout=30)
+            deltas.append(frame["text"])
+            edge.kill()
+            result = await collect(ws, "m")
+        assert result.error is None, result.error
+        assert result.done is not None
+        deltas += result.deltas
+        route = result.done["route"]
+        assert route["node"] == "cloud-3"
+        assert route["failover"] and route["failover"][0].startswith("edge-dies -> cloud-3")
+        # Exactly the requested length: nothing lost, nothing generated twice.
+        assert result.done["usage"]["completion_tokens"] == 800
+        session = await router.app[CHAT].sessions.get(result.done["session_id"])
+        assert session is not None
+        assert session.messages[-1].content == "".join(deltas)
+    finally:
+        stop_node(edge)
+        stop_node(cloud)
