@@ -11,13 +11,18 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import multiprocessing
 import os
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
+from queue import Empty
 from typing import Any
+
+from switchyard.lm import ModelConfig
 
 # Bump when anything that changes the artifacts changes: corpus, tokenizer, sizes, training.
 BUILD_VERSION = "1"
@@ -45,7 +50,7 @@ class _Recipe:
 
 
 _FULL = _Recipe(
-    corpus_chars=3_000_000, vocab_size=4096, edge_steps=300, cloud_steps=200, batch_size=8, seq_len=128
+    corpus_chars=3_000_000, vocab_size=4096, edge_steps=600, cloud_steps=450, batch_size=8, seq_len=128
 )
 _QUICK = _Recipe(corpus_chars=150_000, vocab_size=2048, edge_steps=2, cloud_steps=2, batch_size=2, seq_len=32)
 
@@ -91,87 +96,141 @@ def _exclusive(lock_path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _build(models: Path, recipe: _Recipe, *, quick: bool, progress: bool) -> None:
+@dataclass(frozen=True, slots=True)
+class _Job:
+    """One model to train and write; picklable, for a worker process."""
+
+    kind: str  # "edge" (ONNX) or "cloud" (safetensors)
+    config: ModelConfig
+    steps: int
+    batch_size: int
+    seq_len: int
+    seed: int
+    out_dir: Path
+
+
+def _model_configs(vocab: int, bos: int, eos: int) -> tuple[ModelConfig, ModelConfig]:
+    edge = ModelConfig(
+        vocab_size=vocab,
+        hidden_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=352,
+        max_position_embeddings=1024,
+        bos_token_id=bos,
+        eos_token_id=eos,
+        tie_word_embeddings=True,
+        name=EDGE_NAME,
+    )
+    cloud = replace(
+        edge,
+        hidden_size=192,
+        num_hidden_layers=4,
+        num_attention_heads=6,
+        num_key_value_heads=2,
+        intermediate_size=512,
+        max_position_embeddings=2048,
+        tie_word_embeddings=False,
+        name=CLOUD_NAME,
+    )
+    return edge, cloud
+
+
+def _run_job(job: _Job, tokens: Any, report: Callable[[str, float], None]) -> float:
+    """Train ``job``'s model and write its weights; returns the last training loss."""
     import torch
-    from tqdm import tqdm
 
     from cloud_backend.llama import config_to_dict, save_llama
     from edge_runtime.export import export_onnx
-    from switchyard.lm import ModelConfig
+    from switchyard.modelbuild.train import TrainSpec, train
+
+    # One thread per model, both models at once: two single-threaded trainings keep two cores busy
+    # without the barrier stalls that a two-thread pool suffers whenever anything else runs.
+    torch.set_num_threads(1)
+    losses = [float("nan")]
+
+    def on_step(step: int, loss: float) -> None:
+        losses[0] = loss
+        report(job.kind, loss)
+
+    spec = TrainSpec(job.config, job.steps, job.batch_size, job.seq_len, seed=job.seed)
+    model = train(spec, tokens, on_step)
+    if job.kind == "edge":
+        export_onnx(model, job.out_dir / "model.onnx")
+        _write_json(job.out_dir / "config.json", config_to_dict(job.config))
+    else:
+        save_llama(model, job.out_dir)
+    return losses[0]
+
+
+def _run_job_in_worker(job: _Job, tokens: Any, queue: Any) -> float:
+    return _run_job(job, tokens, lambda kind, loss: queue.put((kind, loss)))
+
+
+def _run_jobs(jobs: list[_Job], tokens: Any, bar: Any, *, parallel: bool) -> dict[str, float]:
+    losses: dict[str, float] = {}
+
+    def report(kind: str, loss: float) -> None:
+        losses[kind] = loss
+        bar.set_postfix_str(" ".join(f"{k}={v:.2f}" for k, v in sorted(losses.items())), refresh=False)
+        bar.update()
+
+    if not parallel:
+        return {job.kind: _run_job(job, tokens, report) for job in jobs}
+    context = multiprocessing.get_context("spawn")
+    with context.Manager() as manager, ProcessPoolExecutor(len(jobs), mp_context=context) as pool:
+        queue = manager.Queue()
+        futures = {job.kind: pool.submit(_run_job_in_worker, job, tokens, queue) for job in jobs}
+        while not all(f.done() for f in futures.values()):
+            try:
+                report(*queue.get(timeout=0.2))
+            except Empty:
+                continue
+        while not queue.empty():
+            report(*queue.get())
+        return {kind: future.result() for kind, future in futures.items()}
+
+
+def _build(models: Path, recipe: _Recipe, *, quick: bool, progress: bool) -> None:
+    from tqdm import tqdm
+
     from switchyard.modelbuild.chat_template import tokenizer_config
     from switchyard.modelbuild.corpus import build_corpus
     from switchyard.modelbuild.tokenizer import BOS, EOS, save_tokenizer, train_tokenizer
-    from switchyard.modelbuild.train import TrainSpec, encode_documents, format_documents, train
+    from switchyard.modelbuild.train import encode_documents, format_documents
 
     started = time.monotonic()
-    torch.set_num_threads(2)
     staging = models / f".staging-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
-    edge_dir, cloud_dir = staging / "edge", staging / "cloud"
-    total = recipe.edge_steps + recipe.cloud_steps + 3
-    with tqdm(total=total, desc="corpus", unit="step", disable=not progress) as bar:
+    with tqdm(total=recipe.edge_steps + recipe.cloud_steps + 2, desc="corpus", disable=not progress) as bar:
         paragraphs = build_corpus(max_chars=recipe.corpus_chars)
         bar.update()
         bar.set_description("tokenizer")
         tokenizer = train_tokenizer(paragraphs, vocab_size=recipe.vocab_size)
         tokens = encode_documents(tokenizer, format_documents(paragraphs))
         bar.update()
-        vocab = int(tokenizer.get_vocab_size())
-        bos, eos = tokenizer.token_to_id(BOS), tokenizer.token_to_id(EOS)
-        edge_config = ModelConfig(
-            vocab_size=vocab,
-            hidden_size=128,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            intermediate_size=352,
-            max_position_embeddings=1024,
-            bos_token_id=bos,
-            eos_token_id=eos,
-            tie_word_embeddings=True,
-            name=EDGE_NAME,
+        bar.set_description("train")
+        edge, cloud = _model_configs(
+            int(tokenizer.get_vocab_size()), tokenizer.token_to_id(BOS), tokenizer.token_to_id(EOS)
         )
-        cloud_config = replace(
-            edge_config,
-            hidden_size=192,
-            num_hidden_layers=4,
-            num_attention_heads=6,
-            num_key_value_heads=2,
-            intermediate_size=512,
-            max_position_embeddings=2048,
-            tie_word_embeddings=False,
-            name=CLOUD_NAME,
+        jobs = [
+            _Job("cloud", cloud, recipe.cloud_steps, recipe.batch_size, recipe.seq_len, 2, staging / "cloud"),
+            _Job("edge", edge, recipe.edge_steps, recipe.batch_size, recipe.seq_len, 1, staging / "edge"),
+        ]
+        losses = _run_jobs(jobs, tokens, bar, parallel=not quick)
+    for job in jobs:
+        save_tokenizer(tokenizer, job.out_dir / "tokenizer.json")
+        _write_json(
+            job.out_dir / "tokenizer_config.json", tokenizer_config(job.config.max_position_embeddings)
         )
-        losses: dict[str, float] = {}
-
-        def run(name: str, config: ModelConfig, steps: int, seed: int) -> Any:
-            bar.set_description(name)
-
-            def on_step(step: int, loss: float) -> None:
-                losses[name] = loss
-                bar.set_postfix(loss=f"{loss:.2f}", refresh=False)
-                bar.update()
-
-            spec = TrainSpec(config, steps, recipe.batch_size, recipe.seq_len, seed=seed)
-            return train(spec, tokens, on_step)
-
-        edge = run("edge", edge_config, recipe.edge_steps, seed=1)
-        bar.set_description("export")
-        export_onnx(edge, edge_dir / "model.onnx")
-        _write_json(edge_dir / "config.json", config_to_dict(edge_config))
-        cloud = run("cloud", cloud_config, recipe.cloud_steps, seed=2)
-        save_llama(cloud, cloud_dir)
-        for folder, config in ((edge_dir, edge_config), (cloud_dir, cloud_config)):
-            save_tokenizer(tokenizer, folder / "tokenizer.json")
-            _write_json(folder / "tokenizer_config.json", tokenizer_config(config.max_position_embeddings))
-        bar.update()
     manifest = {
         "build_version": BUILD_VERSION,
         "quick": quick,
         "seconds": round(time.monotonic() - started, 1),
         "corpus_paragraphs": len(paragraphs),
         "training_tokens": int(tokens.numel()),
-        "final_loss": {name: round(loss, 3) for name, loss in losses.items()},
+        "final_loss": {kind: round(loss, 3) for kind, loss in sorted(losses.items())},
     }
     _install(staging, models, manifest)
 
