@@ -12,6 +12,8 @@ from edge_runtime.export import export_onnx
 from edge_runtime.onnx_lm import OnnxKVCache, OnnxLanguageModel, load
 from switchyard.lm import ModelConfig
 
+Exported = tuple[LlamaForCausalLM, OnnxLanguageModel]
+
 
 def random_model(*, tie: bool = False) -> LlamaForCausalLM:
     torch.manual_seed(2)
@@ -49,13 +51,13 @@ def torch_last_logits(model: LlamaForCausalLM, ids: list[int]) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[LlamaForCausalLM, OnnxLanguageModel]:
+def exported(tmp_path_factory: pytest.TempPathFactory) -> Exported:
     model = random_model()
     lm = load(export_dir(model, tmp_path_factory.mktemp("onnx")), threads=1)
     return model, lm
 
 
-def test_prefill_and_decode_match_torch(exported: tuple[LlamaForCausalLM, OnnxLanguageModel]) -> None:
+def test_prefill_and_decode_match_torch(exported: Exported) -> None:
     model, lm = exported
     a, b = [3, 14, 15, 9, 2, 6], [5, 35]
     logits_a, cache_a = lm.prefill(a)
@@ -73,7 +75,7 @@ def test_prefill_and_decode_match_torch(exported: tuple[LlamaForCausalLM, OnnxLa
     assert [c.length for c in caches] == [len(a), len(b)]
 
 
-def test_prefill_extends_cache(exported: tuple[LlamaForCausalLM, OnnxLanguageModel]) -> None:
+def test_prefill_extends_cache(exported: Exported) -> None:
     model, lm = exported
     _, cache = lm.prefill([1, 2, 3])
     logits, cache = lm.prefill([4, 5, 6], cache)
@@ -83,9 +85,7 @@ def test_prefill_extends_cache(exported: tuple[LlamaForCausalLM, OnnxLanguageMod
     assert lm.providers[-1] == "CPUExecutionProvider"
 
 
-def test_batched_graph_with_padding(
-    exported: tuple[LlamaForCausalLM, OnnxLanguageModel], tmp_path: Path
-) -> None:
+def test_batched_graph_with_padding(exported: Exported, tmp_path: Path) -> None:
     # The raw graph takes a left-padded batch with a past, as a batching runtime will feed it.
     import onnxruntime as ort
 
@@ -119,3 +119,14 @@ def test_fp16_export_runs(tmp_path: Path) -> None:
     assert isinstance(cache, OnnxKVCache) and cache.layers[0][0].dtype == np.float16
     logits, _ = lm.decode([9], [cache])
     np.testing.assert_allclose(logits[0], torch_last_logits(model, [*ids, 9]), atol=5e-2, rtol=5e-2)
+
+
+def test_export_model_dir(exported: Exported, tmp_path: Path) -> None:
+    from cloud_backend.llama import save_llama
+    from edge_runtime.export import export_model_dir
+
+    model, _ = exported
+    save_llama(model, tmp_path / "hf")
+    export_model_dir(tmp_path / "hf", tmp_path / "onnx")
+    lm = load(tmp_path / "onnx", threads=1)
+    np.testing.assert_allclose(lm.prefill([4, 2])[0], torch_last_logits(model, [4, 2]), atol=1e-4, rtol=1e-4)
