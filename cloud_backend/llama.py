@@ -1,9 +1,10 @@
 """A Llama-architecture decoder in torch, with Hugging Face ``LlamaForCausalLM`` parameter names.
 
-RMSNorm, rotary position embeddings, a SwiGLU MLP and grouped-query attention. Attention and MLP
-take their per-rank sizes (heads, kv heads, hidden units) as parameters so that a tensor-parallel
-wrapper can build a slice of each layer and close the split with an all-reduce; on one device the
-all-reduce is the identity.
+RMSNorm, rotary position embeddings, a SwiGLU MLP and grouped-query attention. Qwen2 is the same
+decoder with biases on the q/k/v projections; an ``Architecture`` value says which variant a folder
+holds. Attention and MLP take their per-rank sizes (heads, kv heads, hidden units) as parameters so
+that a tensor-parallel wrapper (``cloud_backend.tp_model``) can build a slice of each layer and close
+the split with an all-reduce; on one device the all-reduce is the identity.
 
 Weights load from and save to a Hugging Face-style folder: ``config.json`` plus ``model.safetensors``
 or sharded ``model-0000x-of-0000y.safetensors`` files listed in ``model.safetensors.index.json``.
@@ -14,8 +15,9 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -32,6 +34,42 @@ AllReduce = Callable[[Tensor], Tensor]
 SAFETENSORS_NAME = "model.safetensors"
 SAFETENSORS_INDEX_NAME = "model.safetensors.index.json"
 CONFIG_NAME = "config.json"
+
+
+@dataclass(frozen=True, slots=True)
+class Architecture:
+    """What tells the supported Llama-family variants apart; parameter names stay Hugging Face's."""
+
+    model_type: Literal["llama", "qwen2"] = "llama"
+    qkv_bias: bool = False  # biases on q_proj, k_proj and v_proj
+    o_bias: bool = False  # a bias on o_proj (Llama's attention_bias sets both)
+
+
+LLAMA = Architecture()
+QWEN2 = Architecture("qwen2", qkv_bias=True)
+
+
+def architecture_from_dict(raw: dict[str, Any], source: str = CONFIG_NAME) -> Architecture:
+    """The variant a ``config.json`` body describes, keyed by ``model_type`` (else ``architectures``)."""
+    model_type = raw.get("model_type")
+    if model_type is None:
+        archs = raw.get("architectures") or ["LlamaForCausalLM"]
+        model_type = (
+            "qwen2"
+            if archs[0] == "Qwen2ForCausalLM"
+            else "llama"
+            if archs[0] == "LlamaForCausalLM"
+            else archs[0]
+        )
+    if model_type == "qwen2":
+        layer_types = raw.get("layer_types") or []
+        if raw.get("use_sliding_window") or any(t != "full_attention" for t in layer_types):
+            raise ValueError(f"{source}: Qwen2 sliding-window attention is not supported")
+        return QWEN2
+    if model_type == "llama":
+        bias = bool(raw.get("attention_bias", False))
+        return Architecture("llama", qkv_bias=bias, o_bias=bias)
+    raise ValueError(f"{source}: model_type={model_type!r} is not supported (only 'llama' and 'qwen2')")
 
 
 def _identity(x: Tensor) -> Tensor:
@@ -93,6 +131,9 @@ class LlamaAttention(nn.Module):
         num_kv_heads: int,
         head_dim: int,
         all_reduce: AllReduce | None = None,
+        *,
+        qkv_bias: bool = False,
+        o_bias: bool = False,
     ) -> None:
         super().__init__()
         if num_heads % num_kv_heads:
@@ -100,10 +141,11 @@ class LlamaAttention(nn.Module):
         self.num_heads = num_heads
         self.num_kv_heads = num_kv_heads
         self.head_dim = head_dim
-        self.q_proj = nn.Linear(hidden_size, num_heads * head_dim, bias=False)
-        self.k_proj = nn.Linear(hidden_size, num_kv_heads * head_dim, bias=False)
-        self.v_proj = nn.Linear(hidden_size, num_kv_heads * head_dim, bias=False)
-        self.o_proj = nn.Linear(num_heads * head_dim, hidden_size, bias=False)
+        self.q_proj = nn.Linear(hidden_size, num_heads * head_dim, bias=qkv_bias)
+        self.k_proj = nn.Linear(hidden_size, num_kv_heads * head_dim, bias=qkv_bias)
+        self.v_proj = nn.Linear(hidden_size, num_kv_heads * head_dim, bias=qkv_bias)
+        # Tensor parallel: only one rank may hold the real o_proj bias, or the all-reduce adds it N times.
+        self.o_proj = nn.Linear(num_heads * head_dim, hidden_size, bias=o_bias)
         self.all_reduce = all_reduce or _identity
 
     def forward(
@@ -188,11 +230,12 @@ def attention_bias(
 
 
 class LlamaForCausalLM(nn.Module):
-    """The full decoder; ``state_dict()`` keys match Hugging Face ``LlamaForCausalLM``."""
+    """The full decoder; ``state_dict()`` keys match Hugging Face ``LlamaForCausalLM`` (or Qwen2's)."""
 
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(self, config: ModelConfig, arch: Architecture = LLAMA) -> None:
         super().__init__()
         self.config = config
+        self.arch = arch
         layers = [
             LlamaDecoderLayer(
                 config,
@@ -201,6 +244,8 @@ class LlamaForCausalLM(nn.Module):
                     config.num_attention_heads,
                     config.num_key_value_heads,
                     config.head_dim,
+                    qkv_bias=arch.qkv_bias,
+                    o_bias=arch.o_bias,
                 ),
                 LlamaMLP(config.hidden_size, config.intermediate_size),
             )
@@ -247,9 +292,9 @@ def read_config(model_dir: Path) -> tuple[ModelConfig, dict[str, Any]]:
         raise ValueError(f"{path}: rope_type={rope_type!r} is not supported (only 'default')")
     if "rope_theta" not in raw and "rope_theta" in rope:
         raw = {**raw, "rope_theta": rope["rope_theta"]}
-    for flag in ("attention_bias", "mlp_bias"):
-        if raw.get(flag):
-            raise ValueError(f"{path}: {flag}=true is not supported")
+    if raw.get("mlp_bias"):
+        raise ValueError(f"{path}: mlp_bias=true is not supported")
+    architecture_from_dict(raw, str(path))
     if raw.get("hidden_act", "silu") != "silu":
         raise ValueError(f"{path}: hidden_act={raw['hidden_act']!r} is not supported (only 'silu')")
     config = ModelConfig.from_dict(raw)
@@ -277,14 +322,14 @@ def load_llama(
     model_dir: Path, *, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
 ) -> LlamaForCausalLM:
     """Load a Hugging Face Llama folder, in eval mode on ``device`` as ``dtype``."""
-    config, _ = read_config(model_dir)
+    config, raw = read_config(model_dir)
     state = _read_state_dict(model_dir)
     state = {k: v for k, v in state.items() if not k.endswith("rotary_emb.inv_freq")}
     if config.tie_word_embeddings:
         state.pop("lm_head.weight", None)
     # Build on the meta device so that no time goes into random weights that are overwritten anyway.
     with torch.device("meta"):
-        model = LlamaForCausalLM(config)
+        model = LlamaForCausalLM(config, architecture_from_dict(raw))
     expected = set(model.state_dict())
     if config.tie_word_embeddings:
         expected.discard("lm_head.weight")
@@ -297,14 +342,26 @@ def load_llama(
     return model.to(device=device, dtype=dtype).eval()
 
 
-def config_to_dict(config: ModelConfig, dtype: torch.dtype = torch.float32) -> dict[str, Any]:
-    """A Hugging Face ``LlamaConfig``-compatible ``config.json`` body."""
+def config_to_dict(
+    config: ModelConfig, dtype: torch.dtype = torch.float32, arch: Architecture = LLAMA
+) -> dict[str, Any]:
+    """A Hugging Face ``LlamaConfig``- (or ``Qwen2Config``-) compatible ``config.json`` body."""
+    if arch.model_type == "qwen2":
+        variant: dict[str, Any] = {
+            "architectures": ["Qwen2ForCausalLM"],
+            "model_type": "qwen2",
+            "use_sliding_window": False,
+        }
+    else:
+        variant = {
+            "architectures": ["LlamaForCausalLM"],
+            "model_type": "llama",
+            "attention_bias": arch.qkv_bias,
+            "mlp_bias": False,
+        }
     return {
-        "architectures": ["LlamaForCausalLM"],
-        "model_type": "llama",
+        **variant,
         "hidden_act": "silu",
-        "attention_bias": False,
-        "mlp_bias": False,
         "vocab_size": config.vocab_size,
         "hidden_size": config.hidden_size,
         "num_hidden_layers": config.num_hidden_layers,
@@ -337,7 +394,7 @@ def save_llama(
     if model.config.tie_word_embeddings:
         state.pop("lm_head.weight")
     dtype = next(iter(state.values())).dtype
-    body = {**config_to_dict(model.config, dtype), **(extra_config or {})}
+    body = {**config_to_dict(model.config, dtype, model.arch), **(extra_config or {})}
     metadata = {"format": "pt"}
     total = sum(v.numel() * v.element_size() for v in state.values())
     if max_shard_bytes is None or total <= max_shard_bytes:

@@ -28,7 +28,21 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             help="environment variable holding the cluster secret routers must present",
         )
         p.add_argument("--drain-grace-s", type=float, default=30.0)
+        if kind == "cloud":
+            _add_tensor_parallel_args(p)
         p.set_defaults(func=_run, kind=kind)
+
+
+def _add_tensor_parallel_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--tp",
+        type=int,
+        default=1,
+        help="tensor-parallel ranks: spawned on this machine, or torchrun's WORLD_SIZE under torchrun",
+    )
+    p.add_argument(
+        "--tp-timeout-s", type=float, default=60.0, help="deadline of every collective between ranks"
+    )
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -42,10 +56,18 @@ def _run(args: argparse.Namespace) -> int:
     )
     if args.kind == "edge":
         from edge_runtime.daemon import build_app
+
+        app = build_app(opts)
     else:
-        from cloud_backend.server import build_app
+        from cloud_backend.server import build_app as build_cloud_app
+        from cloud_backend.server import follow_if_torchrun_rank
+
+        code = follow_if_torchrun_rank(args.model, timeout_s=args.tp_timeout_s)
+        if code is not None:  # torchrun rank > 0: it follows rank 0 and serves nothing itself
+            return code
+        app = build_cloud_app(opts, tp=args.tp, tp_timeout_s=args.tp_timeout_s)
     _install_uvloop()
-    asyncio.run(serve_node(build_app(opts), args.host, args.port, drain_grace_s=args.drain_grace_s))
+    asyncio.run(serve_node(app, args.host, args.port, drain_grace_s=args.drain_grace_s))
     return 0
 
 
