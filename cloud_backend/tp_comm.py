@@ -10,7 +10,9 @@ from __future__ import annotations
 import datetime
 import os
 import socket
+import time
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -73,17 +75,25 @@ class Comm:
             backend, init_method=rdv.init_method, rank=rdv.rank, world_size=rdv.world, timeout=timeout
         )
         self._control = dist.new_group(backend="gloo", timeout=timeout) if backend == "nccl" else None
+        # When a collective last completed: a step that stops making progress means a rank stopped.
+        self.last_progress = time.monotonic()
 
     def all_reduce(self, x: Tensor) -> Tensor:
         dist.all_reduce(x)
+        self.last_progress = time.monotonic()
         return x
 
-    def send(self, cmd: Command) -> None:
-        """Rank 0: broadcast ``cmd`` to every other rank."""
+    def send(self, cmd: Command, timeout_s: float | None = None) -> None:
+        """Rank 0: broadcast ``cmd`` to every other rank; raises after ``timeout_s`` (else the group's)."""
         header, payload = tp_step.encode(cmd)
-        dist.broadcast(header, src=0, group=self._control)
+        self._broadcast(header, timeout_s)
         if payload.numel():
-            dist.broadcast(payload, src=0, group=self._control)
+            self._broadcast(payload, timeout_s)
+
+    def _broadcast(self, x: Tensor, timeout_s: float | None) -> None:
+        work = dist.broadcast(x, src=0, group=self._control, async_op=True)
+        assert work is not None
+        _wait(work, timeout_s)
 
     def receive(self) -> Command:
         """Other ranks: wait for rank 0's next command (at most the group's timeout)."""
@@ -94,13 +104,22 @@ class Comm:
             dist.broadcast(payload, src=0, group=self._control)
         return tp_step.decode(header, payload)
 
-    def ping(self) -> None:
-        """All ranks: sum one number; returns only when every rank took part."""
+    def ping(self, timeout_s: float | None = None) -> None:
+        """All ranks: sum one number; returns when every rank took part, raises after ``timeout_s``."""
         token = torch.ones(1, dtype=torch.int64)
-        dist.all_reduce(token, group=self._control)
+        work = dist.all_reduce(token, group=self._control, async_op=True)
+        assert work is not None
+        _wait(work, timeout_s)
         if int(token.item()) != self.world:
             raise RuntimeError(f"ping summed to {int(token.item())}, expected {self.world}")
 
     def close(self) -> None:
         if dist.is_initialized():
             dist.destroy_process_group()
+
+
+def _wait(work: Any, timeout_s: float | None) -> None:
+    if timeout_s is None:
+        work.wait()
+    else:
+        work.wait(timeout=datetime.timedelta(seconds=timeout_s))

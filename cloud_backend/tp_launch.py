@@ -16,7 +16,7 @@ import torch
 import torch.multiprocessing as mp
 
 from cloud_backend.tp_comm import DEFAULT_TIMEOUT_S, Comm, Rendezvous
-from cloud_backend.tp_lm import RankExit, TPLanguageModel
+from cloud_backend.tp_lm import STALL_S, RankExit, TPLanguageModel
 from cloud_backend.tp_model import load_shard
 from cloud_backend.tp_worker import cpu_threads_per_rank, shard_dtype, spawned_main
 
@@ -37,14 +37,19 @@ class LocalRanks:
             p.join(timeout=grace_s)
             if p.is_alive():
                 p.terminate()
-                p.join(timeout=grace_s)
+                p.join(timeout=1.0)
+            if p.is_alive():  # stopped or stuck in native code: SIGTERM waits, SIGKILL doesn't
+                p.kill()
+                p.join(timeout=1.0)
 
     @property
     def pids(self) -> list[int]:
         return [int(p.pid) for p in self.procs]
 
 
-def launch(model_dir: Path, tp: int, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> TPLanguageModel:
+def launch(
+    model_dir: Path, tp: int, *, timeout_s: float = DEFAULT_TIMEOUT_S, stall_s: float = STALL_S
+) -> TPLanguageModel:
     """Rank 0 of a ``tp``-rank group serving ``model_dir`` (torchrun's group when run under torchrun)."""
     torchrun = Rendezvous.from_torchrun_env()
     local: LocalRanks | None = None
@@ -78,8 +83,8 @@ def launch(model_dir: Path, tp: int, *, timeout_s: float = DEFAULT_TIMEOUT_S) ->
         dtype=shard_dtype(comm.device),
     )
     if local is None:
-        return TPLanguageModel(comm, model)
-    return TPLanguageModel(comm, model, dead_ranks=local.dead, stop_ranks=local.stop)
+        return TPLanguageModel(comm, model, stall_s=stall_s)
+    return TPLanguageModel(comm, model, dead_ranks=local.dead, stop_ranks=local.stop, stall_s=stall_s)
 
 
 def _spawn_followers(model_dir: Path, rdv: Rendezvous, timeout_s: float) -> LocalRanks:

@@ -34,6 +34,10 @@ log = logging.getLogger(__name__)
 
 PING_INTERVAL_S = 1.0
 WATCH_INTERVAL_S = 0.1
+BLAME_WAIT_S = 0.5
+# A step with no collective completing for this long, or a ping unanswered, means a rank hangs.
+STALL_S = 5.0
+RANK_STOP_GRACE_S = 5.0
 
 
 class RankFailure(RuntimeError):
@@ -73,8 +77,9 @@ class TPLanguageModel:
         model: ShardedLlama,
         *,
         dead_ranks: DeadRanks = _none_dead,
-        stop_ranks: Callable[[], None] = lambda: None,
+        stop_ranks: Callable[[float], None] = lambda grace_s: None,
         ping_interval_s: float = PING_INTERVAL_S,
+        stall_s: float = STALL_S,
     ) -> None:
         self._comm = comm
         self._model = model
@@ -82,12 +87,19 @@ class TPLanguageModel:
         self._dead_ranks = dead_ranks
         self._stop_ranks = stop_ranks
         self._ping_interval_s = ping_interval_s
+        self._stall_s = stall_s
+        self._busy_since: float | None = None
         self._lock = threading.Lock()  # one command on the wire at a time (engine step or ping)
         self._freed: collections.deque[int] = collections.deque()
         self._next_id = 0
         self._failure: str | None = None
         self._listeners: list[Callable[[str], None]] = []
         self._closed = threading.Event()
+        if comm.world > 1:
+            # Wait (up to the group's timeout) for every rank to have loaded its shard, so that load
+            # skew between ranks never looks like a hung step.
+            comm.send(Command(Op.PING))
+            comm.ping()
         self._last_command = time.monotonic()
         self._watchdog = threading.Thread(target=self._watch, name="switchyard-tp-watchdog", daemon=True)
         self._watchdog.start()
@@ -105,6 +117,11 @@ class TPLanguageModel:
     @property
     def world(self) -> int:
         return self._comm.world
+
+    @property
+    def cached_sequences(self) -> int:
+        """Caches rank 0 holds a part of (every rank holds the same ids)."""
+        return self._executor.cached_sequences
 
     def prefill(self, token_ids: list[int], cache: KVCache | None = None) -> tuple[Logits, KVCache]:
         if not token_ids:
@@ -149,7 +166,8 @@ class TPLanguageModel:
                 except Exception as exc:
                     log.warning("could not tell tensor-parallel followers to stop: %s", exc)
         self._watchdog.join(timeout=5)
-        self._stop_ranks()
+        # Followers leave on STOP; after a failure they get no grace (they'd only wait for a dead group).
+        self._stop_ranks(RANK_STOP_GRACE_S if self._failure is None else 0.0)
         self._comm.close()
 
     # --- internals -----------------------------------------------------------------------
@@ -176,6 +194,7 @@ class TPLanguageModel:
                 handles.append(handle)
             frees = tuple(self._drain_freed())
             cmd = Command(Op.STEP, tuple(work), frees)
+            self._busy_since = time.monotonic()
             try:
                 if self.world > 1:
                     self._comm.send(cmd)
@@ -184,9 +203,10 @@ class TPLanguageModel:
                 with torch.inference_mode():
                     logits: Logits = self._model.logits(hidden).float().cpu().numpy()
             except Exception as exc:
-                self._fail(f"a tensor-parallel step failed: {type(exc).__name__}: {exc}")
+                self._fail(self._blame(f"a tensor-parallel step failed: {type(exc).__name__}: {exc}"))
                 raise RankFailure(self._failure) from exc
             finally:
+                self._busy_since = None
                 self._last_command = time.monotonic()
         return logits, handles
 
@@ -210,7 +230,18 @@ class TPLanguageModel:
         for callback in list(self._listeners):
             callback(reason)
         # The group can't recover from a lost rank: stop the local survivors rather than leave them waiting.
-        threading.Thread(target=self._stop_ranks, name="switchyard-tp-stop", daemon=True).start()
+        threading.Thread(target=self._stop_ranks, args=(0.0,), name="switchyard-tp-stop", daemon=True).start()
+
+    def _blame(self, error: str) -> str:
+        """Name the rank that died when a collective failed because of it (its exit lands a moment later)."""
+        deadline = time.monotonic() + BLAME_WAIT_S
+        while not (dead := self._dead_ranks()) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if not dead:
+            return error
+        for d in dead:
+            log.error("tensor-parallel rank %d died (exit code %s)", d.rank, d.exit_code)
+        return f"rank {dead[0].rank} died (exit code {dead[0].exit_code}); {error}"
 
     def _watch(self) -> None:
         while not self._closed.wait(WATCH_INTERVAL_S) and self._failure is None:
@@ -221,7 +252,15 @@ class TPLanguageModel:
                 first = dead[0]
                 self._fail(f"rank {first.rank} died (exit code {first.exit_code})")
                 return
-            if self.world > 1 and time.monotonic() - self._last_command >= self._ping_interval_s:
+            busy_since = self._busy_since
+            now = time.monotonic()
+            if busy_since is not None and now - max(busy_since, self._comm.last_progress) > self._stall_s:
+                # The engine thread is still waiting in a collective (until the group's timeout); the
+                # node goes not-ready now.
+                stalled = f"a tensor-parallel step made no progress for {self._stall_s:.0f}s"
+                self._fail(f"{stalled}: a rank stopped answering")
+                return
+            if self.world > 1 and now - self._last_command >= self._ping_interval_s:
                 self._ping()
 
     def _ping(self) -> None:
@@ -231,11 +270,11 @@ class TPLanguageModel:
         try:
             if self._failure is None and not self._closed.is_set():
                 cmd = Command(Op.PING, frees=tuple(self._drain_freed()))
-                self._comm.send(cmd)
+                self._comm.send(cmd, timeout_s=self._stall_s)
                 self._executor.run(cmd)
-                self._comm.ping()
+                self._comm.ping(timeout_s=self._stall_s)
         except Exception as exc:
-            self._fail(f"a tensor-parallel rank stopped answering: {type(exc).__name__}: {exc}")
+            self._fail(self._blame(f"a tensor-parallel rank stopped answering: {type(exc).__name__}: {exc}"))
         finally:
             self._last_command = time.monotonic()
             self._lock.release()

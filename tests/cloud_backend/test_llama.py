@@ -6,7 +6,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from cloud_backend.llama import LlamaForCausalLM, load_llama, save_llama
+from cloud_backend.llama import (
+    LLAMA,
+    QWEN2,
+    Architecture,
+    LlamaForCausalLM,
+    architecture_from_dict,
+    load_llama,
+    save_llama,
+)
 from switchyard.lm import ModelConfig
 
 
@@ -105,3 +113,53 @@ def test_save_load_round_trip(tmp_path: Path, shard: int | None, tie: bool) -> N
         torch.testing.assert_close(loaded(ids, positions)[0], model(ids, positions)[0])
     if tie:
         assert loaded.lm_head.weight is loaded.model.embed_tokens.weight
+
+
+def test_qwen2_matches_transformers_and_round_trips(tmp_path: Path) -> None:
+    transformers = pytest.importorskip("transformers")
+    hf_config = transformers.Qwen2Config(
+        vocab_size=96,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=48,
+        max_position_embeddings=128,
+    )
+    torch.manual_seed(0)
+    hf = transformers.Qwen2ForCausalLM(hf_config).eval()
+    with torch.no_grad():
+        for p in hf.parameters():
+            p.normal_(0.0, 0.2)
+    hf.save_pretrained(tmp_path / "hf", safe_serialization=True)
+    ours = load_llama(tmp_path / "hf")
+    assert ours.arch == QWEN2 and "model.layers.0.self_attn.q_proj.bias" in ours.state_dict()
+    ids = torch.randint(0, 96, (2, 10))
+    with torch.inference_mode():
+        expected = hf(input_ids=ids).logits
+        got, _ = ours(ids, torch.arange(10).expand(2, -1))
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+    save_llama(ours, tmp_path / "ours")
+    assert json.loads((tmp_path / "ours" / "config.json").read_text())["model_type"] == "qwen2"
+    assert load_llama(tmp_path / "ours").arch == QWEN2
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ({}, LLAMA),
+        ({"model_type": "llama", "attention_bias": True}, Architecture("llama", qkv_bias=True, o_bias=True)),
+        ({"architectures": ["Qwen2ForCausalLM"]}, QWEN2),
+        ({"model_type": "qwen2", "use_sliding_window": False}, QWEN2),
+    ],
+)
+def test_architecture_from_config(raw: dict[str, object], expected: Architecture) -> None:
+    assert architecture_from_dict(raw) == expected
+
+
+@pytest.mark.parametrize(
+    "raw", [{"model_type": "mistral"}, {"model_type": "qwen2", "use_sliding_window": True}]
+)
+def test_unsupported_variants_are_refused(raw: dict[str, object]) -> None:
+    with pytest.raises(ValueError, match="not supported"):
+        architecture_from_dict(raw)
