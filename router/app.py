@@ -13,7 +13,7 @@ from aiohttp import web
 
 from router import openai_api, ws_api
 from router.chat import ChatService
-from router.config import RouterConfig
+from router.config import NodeEndpoint, RouterConfig
 from router.fleet import Fleet
 from router.metrics import RouterMetrics
 from router.policy import load_policy
@@ -65,10 +65,22 @@ def _resources(policy: Any) -> Any:
             log.info("sessions in process memory (no redis_url configured)")
         http = aiohttp.ClientSession()
         secret = os.environ.get(cfg.cluster_secret_env, "")
-        clients = [NodeClient(ep, http, router_id=cfg.router_id, secret=secret) for ep in cfg.nodes]
+
+        def make_client(ep: NodeEndpoint) -> NodeClient:
+            return NodeClient(ep, http, router_id=cfg.router_id, secret=secret)
+
+        clients = [make_client(ep) for ep in cfg.nodes]
         for c in clients:
             c.start()
         fleet = Fleet(clients)
+        watcher = None
+        if redis_client is not None and cfg.discover_nodes:
+            from router.discovery import RegistryWatcher
+
+            watcher = RegistryWatcher(
+                redis_client, fleet, make_client, static_ids=frozenset(ep.id for ep in cfg.nodes)
+            )
+            watcher.start()
         counter: TokenCounter = TokenizerCounter(cfg.tokenizer) if cfg.tokenizer else EstimatingCounter()
         app[FLEET] = fleet
         app[CHAT] = ChatService(
@@ -83,7 +95,9 @@ def _resources(policy: Any) -> Any:
         try:
             yield
         finally:
-            for c in clients:
+            if watcher is not None:
+                await watcher.close()
+            for c in fleet.all():
                 await c.close()
             await http.close()
             await sessions.close()

@@ -32,6 +32,7 @@ class RouterConfig(BaseModel):
     port: int = Field(8080, ge=0, le=65535)
     router_id: str = "router-1"
     redis_url: str | None = None
+    discover_nodes: bool = Field(True, description="with redis_url: add nodes from the fleet registry")
     policy: Path = Path("policies/default.yaml")
     nodes: tuple[NodeEndpoint, ...] = ()
     tokenizer: Path | None = Field(None, description="tokenizer.json used to count prompt tokens")

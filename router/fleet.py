@@ -14,8 +14,18 @@ class Fleet:
     def all(self) -> list[NodeClient]:
         return list(self._clients.values())
 
+    def get(self, node_id: str) -> NodeClient | None:
+        return self._clients.get(node_id)
+
+    def add(self, client: NodeClient) -> None:
+        self._clients[client.id] = client
+
+    def remove(self, node_id: str) -> NodeClient | None:
+        return self._clients.pop(node_id, None)
+
     def healthy(self, tier: str) -> list[NodeClient]:
-        return [c for c in self._clients.values() if c.kind == tier and c.connected]
+        """Connected nodes of ``tier`` that take new streams (not draining)."""
+        return [c for c in self._clients.values() if c.kind == tier and c.connected and not c.load.draining]
 
     def any_healthy(self) -> bool:
         return any(c.connected for c in self._clients.values())

@@ -16,12 +16,14 @@ import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from switchyard import wire
 from switchyard.engine import Failed, Finished, GenerationEngine, QueueFull, TextChunk
 from switchyard.lm import LanguageModel
+from switchyard.registry import NodeRecord
 from switchyard.tokenizer import ChatTokenizer
 
 log = logging.getLogger(__name__)
@@ -87,7 +89,24 @@ class NodeState:
 
     def load(self) -> wire.Load:
         running, queued = self.engine.load()
-        return wire.Load(active=running, queued=queued, capacity=self.engine.max_running)
+        return wire.Load(
+            active=running, queued=queued, capacity=self.engine.max_running, draining=self.draining
+        )
+
+    def record(self, url: str) -> NodeRecord:
+        load = self.load()
+        return NodeRecord(
+            node_id=self.identity.node_id,
+            kind=self.identity.kind,
+            url=url,
+            model=self.identity.model,
+            context_window=self.engine.context_window,
+            capacity=load.capacity,
+            active=load.active,
+            queued=load.queued,
+            draining=self.draining,
+            sessions=load.sessions,
+        )
 
 
 STATE = web.AppKey("node_state", NodeState)
@@ -262,21 +281,56 @@ async def _serve_stream(state: NodeState, msg: wire.Generate, send: _Send) -> No
         raise
 
 
-async def serve_node(app: web.Application, host: str, port: int, *, drain_grace_s: float = 30.0) -> None:
-    """Run a node app until SIGINT/SIGTERM; on the signal, drain running streams, then exit."""
+async def serve_node(
+    app: web.Application,
+    host: str,
+    port: int,
+    *,
+    drain_grace_s: float = 30.0,
+    redis_url: str | None = None,
+    advertise_url: str | None = None,
+) -> None:
+    """Run a node app until SIGINT/SIGTERM, then drain: refuse new streams, let running ones finish
+    (up to ``drain_grace_s``), deregister from the fleet and exit.
+
+    With ``redis_url`` the node announces itself in the fleet registry while it serves.
+    """
     runner = web.AppRunner(app, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
     state = app[STATE]
-    log.info("node %s (%s) listening on %s:%d", state.identity.node_id, state.identity.kind, host, port)
+    ident = state.identity
+    log.info("node %s (%s) listening on %s:%d", ident.node_id, ident.kind, host, port)
+    announcer = None
+    redis_client: Any = None
+    if redis_url:
+        import redis.asyncio as redis_asyncio  # only when the fleet registry is used
+
+        from switchyard.registry import NodeAnnouncer
+
+        redis_client = redis_asyncio.from_url(redis_url, socket_timeout=3.0, socket_connect_timeout=3.0)
+        url = advertise_url or f"ws://{_advertised_host(host)}:{port}/node"
+        announcer = NodeAnnouncer(redis_client, lambda: state.record(url))
+        announcer.start()
+        log.info("announcing %s in the fleet registry", url)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     state.draining = True
+    if announcer is not None:
+        await announcer.beat()  # tell routers at once, not at the next heartbeat
     log.info("draining %d running streams (grace %.0fs)", len(state.streams), drain_grace_s)
     if state.streams:
         await asyncio.wait(list(state.streams), timeout=drain_grace_s)
+    if announcer is not None:
+        await announcer.stop(ident.node_id)
+        await redis_client.aclose()
     await runner.cleanup()
+    log.info("node %s stopped", ident.node_id)
+
+
+def _advertised_host(host: str) -> str:
+    return socket.gethostname() if host in ("0.0.0.0", "::", "") else host

@@ -170,6 +170,7 @@ class Load:
     queued: int
     capacity: int
     sessions: tuple[str, ...] = ()
+    draining: bool = False
     t: Literal["load"] = "load"
 
 

@@ -27,7 +27,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             default="SWITCHYARD_CLUSTER_SECRET",
             help="environment variable holding the cluster secret routers must present",
         )
-        p.add_argument("--drain-grace-s", type=float, default=30.0)
+        p.add_argument("--drain-grace-s", type=float, default=30.0, help="on SIGTERM, time to finish streams")
+        p.add_argument("--redis-url", default=None, help="announce this node in the fleet registry there")
+        p.add_argument(
+            "--advertise-url", default=None, help="node URL for routers (default ws://HOST:PORT/node)"
+        )
         if kind == "cloud":
             _add_tensor_parallel_args(p)
         p.set_defaults(func=_run, kind=kind)
@@ -67,7 +71,16 @@ def _run(args: argparse.Namespace) -> int:
             return code
         app = build_cloud_app(opts, tp=args.tp, tp_timeout_s=args.tp_timeout_s)
     _install_uvloop()
-    asyncio.run(serve_node(app, args.host, args.port, drain_grace_s=args.drain_grace_s))
+    asyncio.run(
+        serve_node(
+            app,
+            args.host,
+            args.port,
+            drain_grace_s=args.drain_grace_s,
+            redis_url=args.redis_url,
+            advertise_url=args.advertise_url,
+        )
+    )
     return 0
 
 

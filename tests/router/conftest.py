@@ -40,8 +40,16 @@ class NodeProc:
         self.proc.wait(timeout=10)
 
 
-def start_node(kind: str, model_dir: Path, node_id: str, *, secret: str = SECRET) -> NodeProc:
-    port = free_port()
+def start_node(
+    kind: str,
+    model_dir: Path,
+    node_id: str,
+    *,
+    secret: str = SECRET,
+    extra: tuple[str, ...] = (),
+    port: int = 0,
+) -> NodeProc:
+    port = port or free_port()
     env = {**os.environ, "SWITCHYARD_CLUSTER_SECRET": secret}
     cmd = [
         sys.executable,
@@ -56,6 +64,7 @@ def start_node(kind: str, model_dir: Path, node_id: str, *, secret: str = SECRET
         str(port),
         "--node-id",
         node_id,
+        *extra,
     ]
     proc = subprocess.Popen(cmd, env=env)
     deadline = time.monotonic() + 60
