@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -45,6 +46,10 @@ def follow(comm: Comm, executor: ShardExecutor) -> int:
 
 
 def run_follower(model_dir: Path, rdv: Rendezvous, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> int:
+    # Ctrl-C and torchrun's SIGTERM reach every rank at once; a follower leaves when rank 0, having
+    # drained its streams, says stop (or when rank 0 goes silent), not in the middle of a step.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
     comm = Comm(rdv, timeout_s=timeout_s)
     try:
         model = load_shard(
