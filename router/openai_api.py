@@ -222,7 +222,9 @@ def _parse(body: dict[str, Any], max_chars: int) -> tuple[ChatRequest, bool, boo
     opts = body.get("stream_options") or {}
     include_usage = bool(isinstance(opts, dict) and opts.get("include_usage"))
     raw_params = {
-        k: body[k] for k in ("temperature", "top_p", "top_k", "seed", "stop", "ignore_eos") if body.get(k) is not None
+        k: body[k]
+        for k in ("temperature", "top_p", "top_k", "seed", "stop", "ignore_eos")
+        if body.get(k) is not None
     }
     max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
     if max_tokens is not None:
