@@ -1,0 +1,1 @@
+"""Learned difficulty classifier: P(the cloud model is needed) for a chat prompt."""
