@@ -1,0 +1,210 @@
+"""``switchyard bench cloud``: throughput, latency and tensor-parallel step time of the cloud backend.
+
+Everything runs in this process through the same ``GenerationEngine`` the node serves with (no network),
+so the numbers are the engine's and the model runtime's. Tokens/s at 1, 4, 16 and 32 concurrent requests
+against the same requests served one at a time; time to first token; prefill tokens requested versus
+computed for requests sharing a long system prompt; and the decode step time at TP=1 and TP=2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from switchyard.engine import Finished, GenerationEngine, TextChunk
+from switchyard.lm import KVCache, LanguageModel, Logits, ModelConfig
+from switchyard.tokenizer import ChatTokenizer
+from switchyard.wire import ChatMessage, SamplingParams
+
+CONCURRENCY = (1, 4, 16, 32)
+SYSTEM_PROMPT_WORDS = 500
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``cloud`` to ``switchyard bench``'s sub-commands."""
+    text = "benchmark the cloud backend: tokens/s by concurrency, TTFT, shared prefix, TP step time"
+    p = sub.add_parser("cloud", help=text, description=text)
+    p.add_argument("--model", type=Path, default=None, help="model folder (default: the demo cloud model)")
+    p.add_argument("--data-dir", type=Path, default=None, help="where the demo models live")
+    p.add_argument("--tokens", type=int, default=24, help="tokens generated per request")
+    p.add_argument("--json", action="store_true", help="end with one JSON object on the last line")
+    p.set_defaults(func=run)
+
+
+@dataclass
+class _Counting:
+    """Wraps a model to count the prompt tokens it is asked to prefill (the computed prefill work)."""
+
+    lm: LanguageModel
+    prefill_tokens: int = 0
+    decode_steps: list[float] = field(default_factory=list)
+
+    @property
+    def config(self) -> ModelConfig:
+        return self.lm.config
+
+    @property
+    def context_window(self) -> int:
+        return self.lm.context_window
+
+    def prefill(self, token_ids: list[int], cache: KVCache | None = None) -> tuple[Logits, KVCache]:
+        self.prefill_tokens += len(token_ids)
+        return self.lm.prefill(token_ids, cache)
+
+    def decode(self, token_ids: list[int], caches: list[KVCache]) -> tuple[Logits, list[KVCache]]:
+        start = time.perf_counter()
+        out = self.lm.decode(token_ids, caches)
+        self.decode_steps.append(time.perf_counter() - start)
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class _Run:
+    tokens: int
+    seconds: float
+    ttft_s: tuple[float, ...]
+    prompt_tokens: int
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens / self.seconds
+
+
+async def _one(
+    engine: GenerationEngine, messages: list[ChatMessage], params: SamplingParams
+) -> tuple[int, float, int]:
+    start = time.perf_counter()
+    first = 0.0
+    tokens = prompt = 0
+    async for ev in engine.generate(messages, params):
+        if isinstance(ev, TextChunk):
+            if not first:
+                first = time.perf_counter() - start
+            tokens += ev.tokens
+        elif isinstance(ev, Finished):
+            tokens, prompt = ev.completion_tokens, ev.prompt_tokens
+        else:
+            raise RuntimeError(f"benchmark request failed: {ev}")
+    return tokens, first, prompt
+
+
+async def _serve(
+    engine: GenerationEngine, requests: list[list[ChatMessage]], params: SamplingParams, *, concurrent: bool
+) -> _Run:
+    start = time.perf_counter()
+    if concurrent:
+        results = await asyncio.gather(*(_one(engine, m, params) for m in requests))
+    else:
+        results = [await _one(engine, m, params) for m in requests]
+    seconds = time.perf_counter() - start
+    return _Run(
+        tokens=sum(r[0] for r in results),
+        seconds=seconds,
+        ttft_s=tuple(r[1] for r in results),
+        prompt_tokens=sum(r[2] for r in results),
+    )
+
+
+def _requests(n: int, system: str | None = None) -> list[list[ChatMessage]]:
+    head = [ChatMessage("system", system)] if system else []
+    return [
+        [*head, ChatMessage("user", f"Question {i}: tell me about the weather in city {i}.")]
+        for i in range(n)
+    ]
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+async def _engine_figures(model_dir: Path, new_tokens: int, say: Any) -> dict[str, Any]:
+    from cloud_backend.torch_lm import load
+
+    lm = _Counting(load(model_dir))
+    engine = GenerationEngine(lm, ChatTokenizer(model_dir), max_running=max(CONCURRENCY), max_queued=1024)
+    engine.start()
+    try:
+        engine.warm_up()
+        params = SamplingParams(max_tokens=new_tokens, ignore_eos=True, temperature=0.0)
+        per_level: dict[str, float] = {}
+        ttfts: list[float] = []
+        for n in CONCURRENCY:
+            run = await _serve(engine, _requests(n), params, concurrent=True)
+            per_level[str(n)] = round(run.tokens_per_s, 1)
+            ttfts.extend(run.ttft_s)
+            say(f"{n:>3} concurrent: {run.tokens_per_s:8.1f} tokens/s")
+        sequential = await _serve(engine, _requests(16), params, concurrent=False)
+        say(f" 16 one at a time: {sequential.tokens_per_s:8.1f} tokens/s")
+        system = " ".join(f"rule{i % 50}" for i in range(SYSTEM_PROMPT_WORDS))
+        lm.prefill_tokens = 0
+        shared = await _serve(engine, _requests(8, system), params, concurrent=True)
+        computed = lm.prefill_tokens
+        say(f"shared prefix: {computed} prefill tokens computed for {shared.prompt_tokens} requested")
+    finally:
+        engine.close()
+    return {
+        "tokens_per_s": per_level,
+        "sequential_tokens_per_s": round(sequential.tokens_per_s, 1),
+        "ttft_ms": {
+            "p50": round(1000 * _percentile(ttfts, 0.5), 1),
+            "p99": round(1000 * _percentile(ttfts, 0.99), 1),
+        },
+        "shared_prefix": {
+            "prefill_tokens_computed": computed,
+            "prefill_tokens_requested": shared.prompt_tokens,
+            "prefix_sharing": computed < shared.prompt_tokens,
+        },
+    }
+
+
+def _tp_step_ms(model_dir: Path, tp: int, batch: int = 4, steps: int = 20) -> float:
+    """Mean wall time of one batched decode step on a ``tp``-rank group (rank 0 in this process)."""
+    import torch
+
+    from cloud_backend.tp_launch import launch
+
+    threads = torch.get_num_threads()
+    lm = launch(model_dir, tp)
+    try:
+        # The second of two identical rounds is timed: CPU kernels are set up per shape on first use.
+        for _ in range(2):
+            caches: list[KVCache] = [lm.prefill([1 + i, 2, 3, 4, 5, 6, 7, 8])[1] for i in range(batch)]
+            tokens = [5] * batch
+            start = time.perf_counter()
+            for _ in range(steps):
+                _, caches = lm.decode(tokens, caches)
+            elapsed = time.perf_counter() - start
+        return 1000 * elapsed / steps
+    finally:
+        lm.close()
+        torch.set_num_threads(threads)
+
+
+def _model_dir(args: argparse.Namespace) -> Path:
+    if args.model is not None:
+        return Path(args.model)
+    from switchyard.modelbuild.build import ensure_models
+    from switchyard.paths import default_data_dir
+
+    return Path(ensure_models(args.data_dir or default_data_dir()).cloud)
+
+
+def run(args: argparse.Namespace) -> int:
+    def say(line: str) -> None:
+        print(line, flush=True)
+
+    model_dir = _model_dir(args)
+    say(f"cloud backend benchmark on {model_dir}")
+    figures = asyncio.run(_engine_figures(model_dir, args.tokens, say))
+    step = {str(tp): round(_tp_step_ms(model_dir, tp), 2) for tp in (1, 2)}
+    say(f"decode step (batch 4): TP=1 {step['1']} ms, TP=2 {step['2']} ms")
+    figures["tp_step_ms"] = step
+    if args.json:
+        print(json.dumps(figures), flush=True)
+    return 0
