@@ -1,0 +1,240 @@
+"""``switchyard bench edge``: an edge node on the demo model, measured over the node protocol.
+
+The benchmark starts a real node server on a loopback port and talks to it with the router's own
+node client over WebSocket, so every figure includes the protocol, the event loop and the engine:
+
+* aggregate tokens/s with 1, 4, 8 and 16 concurrent streams (greedy, EOS ignored);
+* time to first token (p50 and p99) over every stream of those runs;
+* time to first token of a follow-up turn after a long history (about 900 tokens: the demo edge
+  model's window is 1,024), cold (no session) against the same turn sent in its session, whose
+  previous turn the node may still hold.
+
+With ``--json`` the last line printed is one JSON object with those figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import secrets
+import statistics
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from switchyard import wire
+
+CONCURRENCY = (1, 4, 8, 16)
+_PROMPTS = (
+    "Tell me about rivers.",
+    "How does a compiler work?",
+    "Write a short note on the history of the printing press and why it mattered.",
+    "What is a queue?",
+    "Explain recursion to a beginner, with an example of a function that calls itself.",
+    "Why is the sky blue?",
+    "Describe a good unit test.",
+    "List three uses of a hash table and say what makes each one fast.",
+)
+_HISTORY_PARAGRAPH = (
+    "The module provides functions for reading and writing files in several formats. Each function "
+    "returns a new object and never changes its arguments. When an error occurs, an exception is "
+    "raised that names the file and the line where the problem was found. "
+)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamStats:
+    ttft_s: float
+    tokens: int
+
+
+@dataclass(frozen=True, slots=True)
+class BenchReport:
+    tokens_per_s: dict[str, float]
+    ttft_ms: dict[str, float]
+    followup_ttft_ms: dict[str, float]
+    history_tokens: int
+    tokens_per_stream: int
+    device: str
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "tokens_per_s": self.tokens_per_s,
+            "ttft_ms": self.ttft_ms,
+            "followup_ttft_ms": self.followup_ttft_ms,
+            "history_tokens": self.history_tokens,
+            "tokens_per_stream": self.tokens_per_stream,
+            "ratios": {
+                "tokens_per_s_8_over_1": round(self.tokens_per_s["8"] / self.tokens_per_s["1"], 2),
+                "followup_cold_over_reused": round(
+                    self.followup_ttft_ms["cold"] / max(self.followup_ttft_ms["reused"], 1e-6), 2
+                ),
+            },
+            "device": self.device,
+        }
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("edge", help="benchmark an edge node on the demo model over loopback")
+    p.add_argument(
+        "--model", type=Path, default=None, help="ONNX model folder (default: the demo edge model)"
+    )
+    p.add_argument("--data-dir", type=Path, default=None, help="where the demo models are cached")
+    p.add_argument("--tokens", type=int, default=64, help="tokens generated per stream (default 64)")
+    p.add_argument("--json", action="store_true", help="end with one JSON line of the figures")
+    p.set_defaults(func=_main)
+
+
+def _main(args: argparse.Namespace) -> int:
+    model_dir: Path = args.model or _demo_edge_model(args.data_dir)
+    report = asyncio.run(run_bench(model_dir, tokens_per_stream=args.tokens, log=print))
+    if args.json:
+        print(json.dumps(report.as_json()))
+    return 0
+
+
+def _demo_edge_model(data_dir: Path | None) -> Path:
+    from switchyard.modelbuild.build import ensure_models
+    from switchyard.paths import default_data_dir
+
+    return ensure_models(data_dir or default_data_dir()).edge
+
+
+async def run_bench(model_dir: Path, *, tokens_per_stream: int = 64, log: Any = None) -> BenchReport:
+    """Serve ``model_dir`` on loopback, measure it and return the figures; ``log`` gets progress lines."""
+    import aiohttp
+    from aiohttp import web
+
+    from edge_runtime.onnx_lm import load
+    from router.config import NodeEndpoint
+    from router.upstream.node_client import NodeClient
+    from switchyard.node_server import NodeOptions, build_node_app
+    from switchyard.tokenizer import ChatTokenizer
+
+    say = log or (lambda _line: None)
+    secret = secrets.token_hex(8)
+    lm = load(model_dir)
+    opts = NodeOptions(model_dir=model_dir, kind="edge", node_id="bench-edge", secret=secret, max_running=16)
+    runner = web.AppRunner(build_node_app(lm, opts))
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    endpoint = NodeEndpoint(id="bench-edge", url=f"ws://127.0.0.1:{port}/node", kind="edge")
+    try:
+        async with aiohttp.ClientSession() as http:
+            client = NodeClient(endpoint, http, router_id="bench", secret=secret)
+            client.start()
+            try:
+                if not await client.wait_connected(30.0):
+                    raise RuntimeError(f"bench node did not accept the connection: {client.last_error}")
+                say(f"node on {endpoint.url}, model {model_dir}, providers {lm.providers}")
+                tokens_per_s: dict[str, float] = {}
+                ttfts: list[float] = []
+                await _throughput(client, 2, 8)  # warm the path end to end before timing
+                for streams in CONCURRENCY:
+                    rate, stats = await _throughput(client, streams, tokens_per_stream)
+                    tokens_per_s[str(streams)] = round(rate, 1)
+                    ttfts += [s.ttft_s for s in stats]
+                    say(f"{streams:>2} streams: {rate:8.1f} tokens/s")
+                ttft_ms = {
+                    "p50": round(_percentile(ttfts, 50) * 1e3, 2),
+                    "p99": round(_percentile(ttfts, 99) * 1e3, 2),
+                }
+                say(f"TTFT over {len(ttfts)} streams: p50 {ttft_ms['p50']} ms, p99 {ttft_ms['p99']} ms")
+                history = _history(ChatTokenizer(model_dir), target_tokens=900)
+                history_tokens = len(ChatTokenizer(model_dir).encode_chat(history))
+                cold, reused = await _followups(client, history)
+                followup = {"cold": round(cold * 1e3, 2), "reused": round(reused * 1e3, 2)}
+                say(
+                    f"follow-up after {history_tokens} tokens of history: cold {followup['cold']} ms, "
+                    f"prefix reused {followup['reused']} ms"
+                )
+            finally:
+                await client.close()
+    finally:
+        await runner.cleanup()
+    return BenchReport(
+        tokens_per_s=tokens_per_s,
+        ttft_ms=ttft_ms,
+        followup_ttft_ms=followup,
+        history_tokens=history_tokens,
+        tokens_per_stream=tokens_per_stream,
+        device=",".join(lm.providers[:1]),
+    )
+
+
+async def _stream(
+    client: Any, messages: Sequence[wire.ChatMessage], params: wire.SamplingParams, session_id: str = ""
+) -> StreamStats:
+    start = time.perf_counter()
+    ttft = 0.0
+    tokens = 0
+    async for ev in client.stream(messages, params, session_id=session_id):
+        if isinstance(ev, wire.Delta):
+            if tokens == 0:
+                ttft = time.perf_counter() - start
+            tokens += ev.tokens
+        elif isinstance(ev, wire.Error):
+            raise RuntimeError(f"stream failed: {ev.code}: {ev.message}")
+    return StreamStats(ttft_s=ttft, tokens=tokens)
+
+
+async def _throughput(client: Any, streams: int, tokens: int) -> tuple[float, list[StreamStats]]:
+    params = wire.SamplingParams(max_tokens=tokens, temperature=0.0, ignore_eos=True)
+    chats = [(wire.ChatMessage("user", _PROMPTS[i % len(_PROMPTS)]),) for i in range(streams)]
+    start = time.perf_counter()
+    stats = await asyncio.wait_for(asyncio.gather(*(_stream(client, c, params) for c in chats)), 300)
+    elapsed = time.perf_counter() - start
+    return sum(s.tokens for s in stats) / elapsed, list(stats)
+
+
+def _history(tokenizer: Any, *, target_tokens: int) -> list[wire.ChatMessage]:
+    """Alternating user/assistant turns whose rendered chat is about ``target_tokens`` long."""
+    turns: list[wire.ChatMessage] = []
+    n = 0
+    while True:
+        role = "user" if n % 2 == 0 else "assistant"
+        turn = wire.ChatMessage(role, f"Turn {n}. " + _HISTORY_PARAGRAPH)
+        if len(tokenizer.encode_chat([*turns, turn])) > target_tokens:
+            return turns
+        turns.append(turn)
+        n += 1
+
+
+async def _followups(client: Any, history: list[wire.ChatMessage], rounds: int = 3) -> tuple[float, float]:
+    """Median TTFT of a follow-up turn, cold and in the session that holds the previous turn."""
+    params = wire.SamplingParams(max_tokens=8, temperature=0.0, ignore_eos=True)
+    cold: list[float] = []
+    reused: list[float] = []
+    for r in range(rounds):
+        session = f"bench-{r}-{secrets.token_hex(4)}"
+        first = [*history, wire.ChatMessage("user", f"Question {r}: what does the module return?")]
+        reply = await _reply_text(client, first, params, session)
+        follow = [*first, wire.ChatMessage("assistant", reply), wire.ChatMessage("user", "And on error?")]
+        cold.append((await _stream(client, follow, params)).ttft_s)
+        reused.append((await _stream(client, follow, params, session)).ttft_s)
+    return statistics.median(cold), statistics.median(reused)
+
+
+async def _reply_text(
+    client: Any, messages: Sequence[wire.ChatMessage], params: wire.SamplingParams, session_id: str
+) -> str:
+    text = ""
+    async for ev in client.stream(messages, params, session_id=session_id):
+        if isinstance(ev, wire.Delta):
+            text += ev.text
+        elif isinstance(ev, wire.Error):
+            raise RuntimeError(f"stream failed: {ev.code}: {ev.message}")
+    return text
+
+
+def _percentile(values: Sequence[float], pct: float) -> float:
+    ordered = sorted(values)
+    rank = (len(ordered) - 1) * pct / 100
+    low = int(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
