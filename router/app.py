@@ -16,7 +16,7 @@ from router.chat import ChatService
 from router.config import NodeEndpoint, RouterConfig
 from router.fleet import Fleet
 from router.metrics import RouterMetrics
-from router.policy import load_policy
+from router.policy_watch import PolicyWatcher
 from router.sessions import SessionStore
 from router.sessions.memory import MemorySessionStore
 from router.state import CHAT, CONFIG, FLEET, METRICS
@@ -32,7 +32,8 @@ def create_app(cfg: RouterConfig) -> web.Application:
     app = web.Application(client_max_size=cfg.max_frame_bytes)
     app[CONFIG] = cfg
     app[METRICS] = RouterMetrics()
-    policy = load_policy(cfg.policy)  # fail fast on a bad policy, before serving anything
+    # Fail fast on a bad policy, before serving anything; later edits are hot-reloaded.
+    policy = PolicyWatcher(cfg.policy, app[METRICS].policy_reloads)
     app.cleanup_ctx.append(_resources(policy))
     app.router.add_get("/", _index)
     app.router.add_get("/v1/chat/ws", ws_api.chat_socket)
@@ -44,7 +45,7 @@ def create_app(cfg: RouterConfig) -> web.Application:
     return app
 
 
-def _resources(policy: Any) -> Any:
+def _resources(policy: PolicyWatcher) -> Any:
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         cfg = app[CONFIG]
         redis_client: Any = None
@@ -82,19 +83,27 @@ def _resources(policy: Any) -> Any:
             )
             watcher.start()
         counter: TokenCounter = TokenizerCounter(cfg.tokenizer) if cfg.tokenizer else EstimatingCounter()
+        scorer = None
+        if cfg.classifier_enabled:
+            from router.difficulty.scorer import DifficultyClassifier
+
+            scorer = DifficultyClassifier.load(cfg.classifier).score
         app[FLEET] = fleet
         app[CHAT] = ChatService(
             fleet=fleet,
             sessions=sessions,
-            policy=lambda: policy,
+            policy=policy.current,
             counter=counter,
             metrics=app[METRICS],
             first_token_timeout_s=cfg.first_token_timeout_s,
             request_timeout_s=cfg.request_timeout_s,
+            scorer=scorer,
         )
+        policy.start()
         try:
             yield
         finally:
+            await policy.close()
             if watcher is not None:
                 await watcher.close()
             for c in fleet.all():

@@ -93,6 +93,7 @@ class ChatService:
         metrics: RouterMetrics,
         first_token_timeout_s: float = 30.0,
         request_timeout_s: float = 300.0,
+        scorer: Callable[[str], float] | None = None,
     ) -> None:
         self.fleet = fleet
         self.sessions = sessions
@@ -101,12 +102,14 @@ class ChatService:
         self.metrics = metrics
         self.first_token_timeout_s = first_token_timeout_s
         self.request_timeout_s = request_timeout_s
+        self.scorer = scorer
 
     async def run(self, req: ChatRequest) -> AsyncIterator[ChatEvent]:
         started = time.perf_counter()
         session_id, history, session_tier = await self._open_session(req)
         conversation = history + req.messages
-        decision = decide(self._policy(), self._features(req, conversation, session_tier))
+        policy = self._policy()
+        decision = decide(policy, self._features(req, conversation, session_tier, policy))
         self.metrics.decisions.labels(decision.target, decision.rule).inc()
         params = req.params
         if decision.max_tokens is not None and params.max_tokens > decision.max_tokens:
@@ -218,9 +221,11 @@ class ChatService:
         return session.session_id, session.messages, session.tier
 
     def _features(
-        self, req: ChatRequest, conversation: tuple[ChatMessage, ...], session_tier: str
+        self, req: ChatRequest, conversation: tuple[ChatMessage, ...], session_tier: str, policy: Policy
     ) -> Features:
         last_user = next((m.content for m in reversed(conversation) if m.role == "user"), "")
+        # The classifier costs tens of microseconds: run it only for policies that read its score.
+        score = self.scorer(last_user) if self.scorer is not None and policy.uses("score") else 0.0
         conv_tokens = conversation_tokens(self.counter, conversation)
         edge_ctx = self.fleet.context_window("edge")
         reserve = min(req.params.max_tokens, edge_ctx // 4) if edge_ctx else 0
@@ -229,6 +234,7 @@ class ChatService:
             prompt_tokens=self.counter.count(last_user),
             conversation_tokens=conv_tokens,
             turn=1 + sum(1 for m in conversation[:-1] if m.role == "user"),
+            score=score,
             tenant=req.tenant,
             model=req.model,
             fits_edge_context=not edge_ctx or conv_tokens + reserve <= edge_ctx,

@@ -36,6 +36,10 @@ class RouterConfig(BaseModel):
     policy: Path = Path("policies/default.yaml")
     nodes: tuple[NodeEndpoint, ...] = ()
     tokenizer: Path | None = Field(None, description="tokenizer.json used to count prompt tokens")
+    classifier: Path | None = Field(
+        None, description="difficulty classifier weights (default: the shipped one)"
+    )
+    classifier_enabled: bool = Field(True, description="score prompts when the policy uses `score`")
     cluster_secret_env: str = "SWITCHYARD_CLUSTER_SECRET"
     session_ttl_s: int = Field(3600, ge=1)
     max_frame_bytes: int = Field(256 * 1024, ge=1024)
@@ -64,6 +68,8 @@ def load_config(path: Path) -> RouterConfig:
         updates["policy"] = (base / cfg.policy).resolve()
     if cfg.tokenizer is not None and not cfg.tokenizer.is_absolute():
         updates["tokenizer"] = (base / cfg.tokenizer).resolve()
+    if cfg.classifier is not None and not cfg.classifier.is_absolute():
+        updates["classifier"] = (base / cfg.classifier).resolve()
     return cfg.model_copy(update=updates)
 
 

@@ -48,6 +48,12 @@ class RouterMetrics:
         self.completion_tokens = Counter(
             "switchyard_completion_tokens", "Tokens generated, by target", ["target"], registry=r
         )
+        self.policy_reloads = Counter(
+            "switchyard_policy_reloads",
+            "Policy file reloads by outcome (ok, invalid)",
+            ["outcome"],
+            registry=r,
+        )
         self.active_streams = Gauge("switchyard_active_streams", "Chats streaming now", registry=r)
         self.nodes_connected = Gauge(
             "switchyard_nodes_connected", "Connected nodes by tier", ["target"], registry=r

@@ -86,7 +86,7 @@ class Condition(BaseModel):
 
     def describe(self) -> str:
         ops = {"lt": "<", "lte": "<=", "gt": ">", "gte": ">=", "eq": "==", "ne": "!=", "in_": "in"}
-        return " and ".join(f"{ops[k]} {v}" for k, v in self if v is not None and k in ops)
+        return " and ".join(f"{ops[k]} {_num(v)}" for k, v in self if v is not None and k in ops)
 
 
 class Rule(BaseModel):
@@ -98,6 +98,9 @@ class Rule(BaseModel):
     fallback: tuple[Tier, ...] = ()
     max_tokens: int | None = Field(None, ge=1, description="cap on the reply's max_tokens")
     deadline_s: float | None = Field(None, gt=0, description="bound on the whole request")
+    moves_sticky: bool = Field(
+        False, description="with a sticky policy: this rule may move a conversation off the tier it is on"
+    )
 
 
 class Policy(BaseModel):
@@ -106,13 +109,25 @@ class Policy(BaseModel):
     version: Literal[1] = 1
     name: str
     description: str = ""
+    sticky: bool = Field(
+        True,
+        description="keep a conversation on the tier that answered its last turn, unless a rule with "
+        "moves_sticky matches",
+    )
     rules: tuple[Rule, ...] = Field(min_length=1)
+
+    def uses(self, feature: str) -> bool:
+        return any(feature in rule.when for rule in self.rules)
 
     @model_validator(mode="after")
     def _last_rule_catches_all(self) -> Policy:
         if self.rules[-1].when:
             raise ValueError("the last rule must have no conditions, so every request gets a route")
         return self
+
+
+def _num(v: object) -> object:
+    return int(v) if isinstance(v, float) and v.is_integer() else v
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,10 +141,14 @@ class Decision:
 
 
 def decide(policy: Policy, features: Features) -> Decision:
+    sticky = policy.sticky and features.session_tier in ("edge", "cloud")
     for rule in policy.rules:
+        if sticky and not rule.moves_sticky:
+            continue
         if all(cond.holds(getattr(features, feat)) for feat, cond in rule.when.items()):
             why = ", ".join(
-                f"{feat}={getattr(features, feat)!r} {cond.describe()}" for feat, cond in rule.when.items()
+                f"{feat}={_num(getattr(features, feat))!r} {cond.describe()}"
+                for feat, cond in rule.when.items()
             )
             return Decision(
                 target=rule.route,
@@ -139,6 +158,15 @@ def decide(policy: Policy, features: Features) -> Decision:
                 max_tokens=rule.max_tokens,
                 deadline_s=rule.deadline_s,
             )
+    if sticky:
+        tier = features.session_tier
+        other = "cloud" if tier == "edge" else "edge"
+        return Decision(
+            target=tier,  # type: ignore[arg-type]
+            fallbacks=(other,),  # type: ignore[arg-type]
+            rule="sticky",
+            reason=f"sticky: the conversation is on the {tier}",
+        )
     raise AssertionError("unreachable: validation guarantees a catch-all last rule")
 
 
@@ -189,3 +217,11 @@ def _find_line(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
             break
         best = node.start_mark.line + 1
     return best
+
+
+def policy_json_schema() -> dict[str, Any]:
+    """The JSON Schema of policy files, for editors (``policies/policy.schema.json``)."""
+    schema = Policy.model_json_schema(by_alias=True)
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "Switchyard routing policy"
+    return schema

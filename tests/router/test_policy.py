@@ -23,7 +23,25 @@ DEFAULT = load_policy(POLICIES_DIR / "default.yaml")
             Features(prompt_tokens=5, conversation_tokens=9000, fits_edge_context=False),
             "cloud",
             ("edge",),
-            "long-prompt",
+            "outgrew-edge",
+        ),
+        (
+            Features(prompt_tokens=500, conversation_tokens=900, session_tier="edge"),
+            "edge",
+            ("cloud",),
+            "sticky",
+        ),
+        (
+            Features(prompt_tokens=5, conversation_tokens=900, session_tier="cloud"),
+            "cloud",
+            ("edge",),
+            "sticky",
+        ),
+        (
+            Features(prompt_tokens=5, conversation_tokens=9000, fits_edge_context=False, session_tier="edge"),
+            "cloud",
+            ("edge",),
+            "outgrew-edge",
         ),
         (
             Features(prompt_tokens=500, conversation_tokens=600, model="switchyard-edge"),
@@ -129,3 +147,70 @@ def test_caps_and_deadline_carried() -> None:
     )
     d = decide(p, Features(prompt_tokens=1, conversation_tokens=1))
     assert (d.max_tokens, d.deadline_s, d.fallbacks) == (64, 5.0, ("cloud",))
+
+
+COST = load_policy(POLICIES_DIR / "cost-saver.yaml")
+LATENCY = load_policy(POLICIES_DIR / "latency-first.yaml")
+
+
+@pytest.mark.parametrize(
+    ("features", "target", "rule"),
+    [
+        (Features(prompt_tokens=300, conversation_tokens=300, score=0.2), "edge", "everything-else"),
+        (Features(prompt_tokens=10, conversation_tokens=10, score=0.9), "cloud", "confidently-hard"),
+        (Features(prompt_tokens=10, conversation_tokens=10, edge_queue_depth=40), "cloud", "edge-backed-up"),
+        (
+            Features(prompt_tokens=10, conversation_tokens=10, fits_edge_context=False),
+            "cloud",
+            "outgrew-edge",
+        ),
+        (
+            Features(prompt_tokens=10, conversation_tokens=10, score=0.9, session_tier="edge"),
+            "edge",
+            "sticky",
+        ),
+    ],
+)
+def test_cost_saver_policy(features: Features, target: str, rule: str) -> None:
+    d = decide(COST, features)
+    assert (d.target, d.rule) == (target, rule)
+    if rule == "everything-else":
+        assert d.max_tokens == 512
+
+
+@pytest.mark.parametrize(
+    ("features", "target", "rule"),
+    [
+        (Features(prompt_tokens=900, conversation_tokens=900), "edge", "edge-fits-and-idle"),
+        (
+            Features(prompt_tokens=9, conversation_tokens=9, edge_queue_depth=3),
+            "cloud",
+            "edge-busy-or-too-long",
+        ),
+        (Features(prompt_tokens=9, conversation_tokens=9, edge_load=0.95), "cloud", "edge-busy-or-too-long"),
+        (
+            Features(prompt_tokens=9, conversation_tokens=9, fits_edge_context=False),
+            "cloud",
+            "edge-busy-or-too-long",
+        ),
+        # Not sticky: a conversation on the cloud comes back to an idle edge.
+        (
+            Features(prompt_tokens=9, conversation_tokens=9, session_tier="cloud"),
+            "edge",
+            "edge-fits-and-idle",
+        ),
+    ],
+)
+def test_latency_first_policy(features: Features, target: str, rule: str) -> None:
+    d = decide(LATENCY, features)
+    assert (d.target, d.rule) == (target, rule)
+    assert d.deadline_s is not None
+
+
+def test_shipped_schema_is_current() -> None:
+    import json
+
+    from router.policy import policy_json_schema
+
+    shipped = json.loads((POLICIES_DIR / "policy.schema.json").read_text())
+    assert shipped == policy_json_schema(), "run: switchyard policy schema > policies/policy.schema.json"
