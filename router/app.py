@@ -73,7 +73,7 @@ def _resources(policy: PolicyWatcher) -> Any:
         clients = [make_client(ep) for ep in cfg.nodes]
         for c in clients:
             c.start()
-        fleet = Fleet(clients)
+        fleet = Fleet(clients, queue_limit=cfg.node_queue_limit)
         watcher = None
         if redis_client is not None and cfg.discover_nodes:
             from router.discovery import RegistryWatcher

@@ -106,7 +106,7 @@ class ChatService:
 
     async def run(self, req: ChatRequest) -> AsyncIterator[ChatEvent]:
         started = time.perf_counter()
-        session_id, history, session_tier = await self._open_session(req)
+        session_id, history, session_tier, session_node = await self._open_session(req)
         conversation = history + req.messages
         policy = self._policy()
         decision = decide(policy, self._features(req, conversation, session_tier, policy))
@@ -117,7 +117,15 @@ class ChatService:
         deadline = started + min(decision.deadline_s or self.request_timeout_s, self.request_timeout_s)
 
         node, stream, first, attempts = await self._first_event(
-            req, decision, conversation, params, deadline, continue_text="", exclude=frozenset()
+            req,
+            decision,
+            conversation,
+            params,
+            deadline,
+            continue_text="",
+            exclude=frozenset(),
+            session_id=session_id or "",
+            preferred=session_node,
         )
         route = Route(decision.target, node.id, decision.reason, decision.rule, attempts)
         if node.kind != decision.target:
@@ -155,6 +163,7 @@ class ChatService:
                     )
                     await stream.aclose()  # type: ignore[attr-defined]
                     failed_nodes.add(node.id)
+                    self.fleet.record(node.id, failed=True)
                     left = params.max_tokens - tokens_before
                     if left <= 0:
                         ev = wire.Done(-1, "length", 0, 0)
@@ -168,6 +177,8 @@ class ChatService:
                         deadline,
                         continue_text="".join(parts),
                         exclude=frozenset(failed_nodes),
+                        session_id=session_id or "",
+                        preferred="",
                     )
                     route = replace(
                         route,
@@ -190,6 +201,7 @@ class ChatService:
         finally:
             self.metrics.active_streams.dec()
             await stream.aclose()  # type: ignore[attr-defined]
+        self.fleet.record(node.id, failed=False)
         text = "".join(parts)
         total_ms = (time.perf_counter() - started) * 1000
         if not parts:
@@ -210,15 +222,15 @@ class ChatService:
             route, session_id, ev.finish_reason, prompt_tokens, tokens_before, ttft_ms, total_ms, text
         )
 
-    async def _open_session(self, req: ChatRequest) -> tuple[str | None, tuple[ChatMessage, ...], str]:
+    async def _open_session(self, req: ChatRequest) -> tuple[str | None, tuple[ChatMessage, ...], str, str]:
         if not req.use_session:
-            return None, (), ""
+            return None, (), "", ""
         if req.session_id is None:
-            return await self.sessions.create(), (), ""
+            return await self.sessions.create(), (), "", ""
         session = await self.sessions.get(req.session_id)
         if session is None:
             raise UnknownSession(f"unknown or expired session {req.session_id!r}", param="session_id")
-        return session.session_id, session.messages, session.tier
+        return session.session_id, session.messages, session.tier, session.node
 
     def _features(
         self, req: ChatRequest, conversation: tuple[ChatMessage, ...], session_tier: str, policy: Policy
@@ -253,6 +265,8 @@ class ChatService:
         *,
         continue_text: str,
         exclude: frozenset[str],
+        session_id: str,
+        preferred: str,
     ) -> tuple[NodeClient, AsyncIterator[StreamEvent], StreamEvent, tuple[str, ...]]:
         """Open a stream on the first tier and node that produce a first event; record failures.
 
@@ -262,7 +276,11 @@ class ChatService:
         attempts: list[str] = []
         for tier in (decision.target, *decision.fallbacks):
             tried: set[str] = set(exclude)
-            while (node := self.fleet.pick(tier, exclude=frozenset(tried))) is not None:
+            while (
+                node := self.fleet.pick(
+                    tier, exclude=frozenset(tried), session_id=session_id, preferred=preferred
+                )
+            ) is not None:
                 tried.add(node.id)
                 ctx = node.context_window
                 trimmed = trim_to_window(self.counter, conversation, ctx - min(params.max_tokens, ctx // 4))
@@ -279,6 +297,7 @@ class ChatService:
                 except (NodeUnavailable, TimeoutError, StopAsyncIteration) as exc:
                     await stream.aclose()  # type: ignore[attr-defined]
                     attempts.append(f"{node.id}: {type(exc).__name__}")
+                    self.fleet.record(node.id, failed=True)
                     continue
                 except BaseException:
                     await stream.aclose()  # type: ignore[attr-defined]
@@ -286,6 +305,9 @@ class ChatService:
                 if isinstance(first, wire.Error):
                     await stream.aclose()  # type: ignore[attr-defined]
                     attempts.append(f"{node.id}: {first.code}")
+                    # Overload and drain are the node protecting itself, not failing.
+                    if first.code not in ("overloaded", "draining"):
+                        self.fleet.record(node.id, failed=True)
                     continue
                 return node, stream, first, tuple(attempts)
             if tried == set(exclude):

@@ -45,6 +45,7 @@ class RouterConfig(BaseModel):
     max_frame_bytes: int = Field(256 * 1024, ge=1024)
     max_message_chars: int = Field(64 * 1024, ge=1)
     max_concurrent_chats_per_socket: int = Field(32, ge=1)
+    node_queue_limit: int = Field(16, ge=1, description="a node with this many queued requests takes no more")
     first_token_timeout_s: float = Field(30.0, gt=0)
     request_timeout_s: float = Field(300.0, gt=0)
     static_dir: Path | None = None

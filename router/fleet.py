@@ -1,15 +1,32 @@
-"""The set of nodes the router can send to, and the choice of one node within a tier."""
+"""The set of nodes the router can send to, their health, and the choice of a node in a tier."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import random
+import time
+from collections.abc import Callable, Iterable
 
+from router.balancer import Candidate, choose
+from router.breaker import BreakerConfig, CircuitBreaker
 from router.upstream.node_client import NodeClient
 
 
 class Fleet:
-    def __init__(self, clients: Iterable[NodeClient] = ()) -> None:
+    def __init__(
+        self,
+        clients: Iterable[NodeClient] = (),
+        *,
+        queue_limit: int = 16,
+        breaker: BreakerConfig | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+    ) -> None:
         self._clients: dict[str, NodeClient] = {c.id: c for c in clients}
+        self._breakers: dict[str, CircuitBreaker] = {}
+        self._breaker_config = breaker or BreakerConfig()
+        self.queue_limit = queue_limit
+        self._clock = clock
+        self._rng = rng or random.Random()
 
     def all(self) -> list[NodeClient]:
         return list(self._clients.values())
@@ -21,6 +38,7 @@ class Fleet:
         self._clients[client.id] = client
 
     def remove(self, node_id: str) -> NodeClient | None:
+        self._breakers.pop(node_id, None)
         return self._clients.pop(node_id, None)
 
     def healthy(self, tier: str) -> list[NodeClient]:
@@ -30,19 +48,42 @@ class Fleet:
     def any_healthy(self) -> bool:
         return any(c.connected for c in self._clients.values())
 
-    def pick(self, tier: str, *, exclude: frozenset[str] = frozenset()) -> NodeClient | None:
-        """The healthy node of ``tier`` with the least outstanding work relative to its capacity."""
-        best: NodeClient | None = None
-        best_score = float("inf")
-        for c in self.healthy(tier):
-            if c.id in exclude:
-                continue
-            # The router's own open streams are current; the node's report adds other routers' work.
-            work = max(c.outstanding, c.load.active) + c.load.queued
-            score = work / max(1, c.load.capacity)
-            if score < best_score:
-                best, best_score = c, score
-        return best
+    def breaker(self, node_id: str) -> CircuitBreaker:
+        b = self._breakers.get(node_id)
+        if b is None:
+            b = self._breakers[node_id] = CircuitBreaker(self._breaker_config)
+        return b
+
+    def ejected(self) -> list[str]:
+        now = self._clock()
+        return [nid for nid, b in self._breakers.items() if not b.available(now)]
+
+    def record(self, node_id: str, *, failed: bool) -> None:
+        self.breaker(node_id).record(failed, self._clock())
+
+    def pick(
+        self, tier: str, *, exclude: frozenset[str] = frozenset(), session_id: str = "", preferred: str = ""
+    ) -> NodeClient | None:
+        """A node of ``tier`` for a new stream, or ``None`` when none is healthy and not backed up."""
+        now = self._clock()
+        candidates = [
+            Candidate(
+                node_id=c.id,
+                outstanding=c.outstanding,
+                active=c.load.active,
+                queued=c.load.queued,
+                capacity=c.load.capacity,
+                holds_session=bool(session_id) and session_id in c.load.sessions,
+                available=self.breaker(c.id).available(now),
+            )
+            for c in self.healthy(tier)
+            if c.id not in exclude
+        ]
+        chosen = choose(candidates, preferred=preferred, queue_limit=self.queue_limit, rng=self._rng)
+        if chosen is None:
+            return None
+        self.breaker(chosen.node_id).claim(now)
+        return self._clients[chosen.node_id]
 
     def queue_depth(self, tier: str) -> int:
         nodes = self.healthy(tier)
