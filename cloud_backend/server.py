@@ -29,9 +29,17 @@ class _Group(Protocol):
 
 
 def build_app(
-    opts: NodeOptions, *, warm_up: bool = True, tp: int = 1, tp_timeout_s: float = DEFAULT_TP_TIMEOUT_S
+    opts: NodeOptions,
+    *,
+    warm_up: bool = True,
+    tp: int = 1,
+    tp_timeout_s: float = DEFAULT_TP_TIMEOUT_S,
+    tp_cuda: bool | None = None,
 ) -> web.Application:
-    """The node app; ``tp`` ranks of tensor parallelism (torchrun's WORLD_SIZE when run under it)."""
+    """The node app; ``tp`` ranks of tensor parallelism (torchrun's WORLD_SIZE when run under it).
+
+    ``tp_cuda=False`` keeps the ranks on the CPU where GPUs are present (default: GPUs when present).
+    """
     # torch is heavy: only the backend imports it, and only here.
     from cloud_backend.tp_comm import Rendezvous
 
@@ -42,7 +50,7 @@ def build_app(
         return build_node_app(load(opts.model_dir), opts, warm_up=warm_up)
     from cloud_backend.tp_launch import launch
 
-    lm = launch(opts.model_dir, tp, timeout_s=tp_timeout_s)
+    lm = launch(opts.model_dir, tp, timeout_s=tp_timeout_s, cuda=tp_cuda)
     app = build_node_app(lm, opts, warm_up=warm_up)
     follow_health(app, lm)
     return app

@@ -32,6 +32,7 @@ class Rendezvous:
     world: int
     init_method: str
     local_rank: int
+    cuda: bool | None = None  # None: CUDA (NCCL) when available, else CPU (gloo)
 
     @classmethod
     def from_torchrun_env(cls) -> Rendezvous | None:
@@ -43,19 +44,21 @@ class Rendezvous:
         return cls(rank, world, "env://", int(env.get("LOCAL_RANK", rank)))
 
     @classmethod
-    def loopback(cls, world: int) -> Rendezvous:
+    def loopback(cls, world: int, *, cuda: bool | None = None) -> Rendezvous:
         """Rank 0's rendezvous for ``world`` ranks on this machine, on a free loopback port."""
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = int(s.getsockname()[1])
-        return cls(0, world, f"tcp://127.0.0.1:{port}", 0)
+        return cls(0, world, f"tcp://127.0.0.1:{port}", 0, cuda)
 
     def for_rank(self, rank: int) -> Rendezvous:
-        return Rendezvous(rank, self.world, self.init_method, rank)
+        return Rendezvous(rank, self.world, self.init_method, rank, self.cuda)
 
 
-def device_for(local_rank: int) -> torch.device:
-    if torch.cuda.is_available():
+def device_for(local_rank: int, cuda: bool | None = None) -> torch.device:
+    if cuda is None:
+        cuda = torch.cuda.is_available()
+    if cuda:
         return torch.device("cuda", local_rank % torch.cuda.device_count())
     return torch.device("cpu")
 
@@ -66,7 +69,7 @@ class Comm:
     def __init__(self, rdv: Rendezvous, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
         self.rank = rdv.rank
         self.world = rdv.world
-        self.device = device_for(rdv.local_rank)
+        self.device = device_for(rdv.local_rank, rdv.cuda)
         timeout = datetime.timedelta(seconds=timeout_s)
         backend = "nccl" if self.device.type == "cuda" else "gloo"
         if self.device.type == "cuda":

@@ -48,9 +48,17 @@ class LocalRanks:
 
 
 def launch(
-    model_dir: Path, tp: int, *, timeout_s: float = DEFAULT_TIMEOUT_S, stall_s: float = STALL_S
+    model_dir: Path,
+    tp: int,
+    *,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    stall_s: float = STALL_S,
+    cuda: bool | None = None,
 ) -> TPLanguageModel:
-    """Rank 0 of a ``tp``-rank group serving ``model_dir`` (torchrun's group when run under torchrun)."""
+    """Rank 0 of a ``tp``-rank group serving ``model_dir`` (torchrun's group when run under torchrun).
+
+    ``cuda=False`` keeps a local group on the CPU (gloo, fp32) even where GPUs are present.
+    """
     torchrun = Rendezvous.from_torchrun_env()
     local: LocalRanks | None = None
     if torchrun is not None:
@@ -62,7 +70,10 @@ def launch(
     else:
         if tp < 1:
             raise ValueError(f"--tp must be at least 1, got {tp}")
-        rdv = Rendezvous.loopback(tp)
+        gpus = torch.cuda.device_count() if cuda is not False and torch.cuda.is_available() else 0
+        if gpus and tp > gpus:
+            raise ValueError(f"--tp {tp} needs {tp} GPUs (one per rank), this machine has {gpus}")
+        rdv = Rendezvous.loopback(tp, cuda=cuda)
         local = _spawn_followers(model_dir, rdv, timeout_s)
     log.info("tensor-parallel group of %d ranks meeting at %s", rdv.world, rdv.init_method)
     try:

@@ -33,7 +33,7 @@ async def node(demo_models: Any) -> AsyncIterator[str]:
     opts = NodeOptions(
         model_dir=demo_models.cloud, kind="cloud", node_id="cloud-tp", secret="s", max_running=4
     )
-    app = build_app(opts, tp=2, tp_timeout_s=20)
+    app = build_app(opts, tp=2, tp_timeout_s=20, tp_cuda=False)
     runner = web.AppRunner(app)
     await runner.setup()
     port = free_port()
@@ -99,7 +99,7 @@ def test_a_hung_rank_is_found_by_the_idle_ping(tmp_path: Path) -> None:
     )
     save_llama(LlamaForCausalLM(config), tmp_path)
     threads = torch.get_num_threads()
-    lm = launch(tmp_path, 2, timeout_s=20, stall_s=1.0)
+    lm = launch(tmp_path, 2, timeout_s=20, stall_s=1.0, cuda=False)
     try:
         lm.prefill([1, 2, 3])
         (follower,) = [p for p in multiprocessing.active_children() if p.name == "switchyard-tp-rank1"]
