@@ -3,7 +3,7 @@
 The graph takes ``input_ids``, ``attention_mask``, optionally ``position_ids``, and
 ``past_key_values.{i}.key|value``; it returns ``logits`` and ``present.{i}.key|value``. Input names,
 the presence of ``position_ids`` and the dtype of the past (fp32 or fp16) are read from the graph.
-The KV cache stays in numpy, one array pair per layer and sequence.
+Sequences run together in one session call per step; the cache layout is ``edge_runtime.kv_block``'s.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,11 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
+from edge_runtime.kv_block import KVBlock, OnnxKVCache, assemble, compact_row, padding_mask, whole_block
+from edge_runtime.ort_run import BoundRunner, HostRunner, Runner
 from switchyard.lm import KVCache, Logits, ModelConfig
+
+__all__ = ["OnnxKVCache", "OnnxLanguageModel", "load"]
 
 _NP_DTYPES: dict[str, type[np.generic]] = {
     "tensor(float)": np.float32,
@@ -29,17 +34,6 @@ _NP_DTYPES: dict[str, type[np.generic]] = {
     "tensor(int32)": np.int32,
 }
 _PAST_NAME = re.compile(r"past_key_values\.(\d+)\.(key|value)")
-
-
-@dataclass(frozen=True, slots=True)
-class OnnxKVCache:
-    """One sequence's ``(key, value)`` per layer, each ``[1, n_kv_heads, length, head_dim]``."""
-
-    layers: tuple[tuple[npt.NDArray[Any], npt.NDArray[Any]], ...]
-
-    @property
-    def length(self) -> int:
-        return int(self.layers[0][0].shape[2])
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,9 +83,21 @@ def _read_signature(session: ort.InferenceSession, path: Path) -> _Signature:
 
 
 class OnnxLanguageModel:
-    """Runs one ONNX decoder session; synchronous and not thread-safe, as the contract says."""
+    """Runs one ONNX decoder session; synchronous and not thread-safe, as the contract says.
 
-    def __init__(self, session: ort.InferenceSession, config: ModelConfig, path: Path) -> None:
+    Every call runs the whole batch in one session run: ``decode`` one token for each sequence,
+    ``prefill_batch`` several prompts (left-padded), each row with its own past, mask and positions.
+    With ``io_binding`` (the default under CUDA) the cache stays on the device between steps.
+    """
+
+    def __init__(
+        self,
+        session: ort.InferenceSession,
+        config: ModelConfig,
+        path: Path,
+        *,
+        io_binding: bool | None = None,
+    ) -> None:
         self._session = session
         self._config = config
         self._sig = _read_signature(session, path)
@@ -99,10 +105,18 @@ class OnnxLanguageModel:
             raise ValueError(
                 f"{path}: graph has {self._sig.num_layers} layers, config says {config.num_hidden_layers}"
             )
-        self._empty = np.zeros(
+        self._empty: npt.NDArray[Any] = np.zeros(
             (1, config.num_key_value_heads, 0, config.head_dim), dtype=self._sig.past_dtype
         )
-        self._output_names = ["logits", *self._sig.present_names]
+        past_flat = [name for pair in self._sig.past_names for name in pair]
+        on_cuda = session.get_providers()[0] == "CUDAExecutionProvider"
+        if io_binding if io_binding is not None else on_cuda:
+            device = "cuda" if on_cuda else "cpu"
+            self._runner: Runner = BoundRunner(session, past_flat, self._sig.present_names, device=device)
+            self._upload: Callable[[npt.NDArray[Any]], Any] | None = self._runner.upload
+        else:
+            self._runner = HostRunner(session, past_flat, self._sig.present_names)
+            self._upload = None
 
     @property
     def config(self) -> ModelConfig:
@@ -116,53 +130,134 @@ class OnnxLanguageModel:
     def providers(self) -> list[str]:
         return list(self._session.get_providers())
 
+    @property
+    def io_binding(self) -> bool:
+        return isinstance(self._runner, BoundRunner)
+
+    @property
+    def kv_bytes_per_token(self) -> int:
+        cfg = self._config
+        itemsize = np.dtype(self._sig.past_dtype).itemsize
+        return 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * cfg.head_dim * itemsize
+
     def prefill(self, token_ids: list[int], cache: KVCache | None = None) -> tuple[Logits, KVCache]:
-        if not token_ids:
-            raise ValueError("prefill needs at least one token")
-        return self._run(token_ids, _as_onnx_cache(cache))
+        logits, caches = self.prefill_batch([token_ids], [cache])
+        return logits[0], caches[0]
+
+    def prefill_batch(
+        self, token_ids: list[list[int]], caches: list[KVCache | None]
+    ) -> tuple[Logits, list[KVCache]]:
+        if len(token_ids) != len(caches):
+            raise ValueError(f"{len(token_ids)} prompts for {len(caches)} caches")
+        if not token_ids or any(not row for row in token_ids):
+            raise ValueError("prefill needs at least one token per row")
+        sig = self._sig
+        onnx = [None if c is None else _as_onnx_cache(c) for c in caches]
+        past = _whole(onnx) or assemble(onnx, sig.num_layers, self._empty, self._upload)
+        new = [len(row) for row in token_ids]
+        self._check_window(past.lengths, new)
+        rows, total = len(token_ids), max(new)
+        ids = np.zeros((rows, total), dtype=sig.ids_dtype)
+        positions = np.zeros((rows, total), dtype=np.int64)
+        for i, row in enumerate(token_ids):
+            ids[i, total - len(row) :] = row
+            positions[i, total - len(row) :] = np.arange(past.lengths[i], past.lengths[i] + len(row))
+        logits, present = self._run(ids, padding_mask(past.lengths, past.width, new, total), positions, past)
+        width = past.width + total
+        lengths = tuple(p + n for p, n in zip(past.lengths, new, strict=True))
+        block = KVBlock(present, lengths, width)
+        out: list[KVCache] = []
+        for i, (p, n) in enumerate(zip(past.lengths, new, strict=True)):
+            if p == 0 or n == total:  # [pad, past, new]: already right-aligned in the block
+                out.append(OnnxKVCache(block, i))
+            else:  # [pad, past, pad, new]: close the gap in a copy of its own
+                keep = [slice(past.width - p, past.width), slice(width - n, width)]
+                out.append(self._placed(compact_row(block.host_layers(), i, keep)))
+        return logits, out
 
     def decode(self, token_ids: list[int], caches: list[KVCache]) -> tuple[Logits, list[KVCache]]:
         if len(token_ids) != len(caches):
             raise ValueError(f"{len(token_ids)} tokens for {len(caches)} caches")
-        rows: list[Logits] = []
-        extended: list[KVCache] = []
-        # One sequence at a time for now; a padded batch is the next step.
-        for token, cache in zip(token_ids, caches, strict=True):
-            logits, new_cache = self._run([token], _as_onnx_cache(cache))
-            rows.append(logits)
-            extended.append(new_cache)
-        if not rows:
+        if not token_ids:
             return np.zeros((0, self._config.vocab_size), dtype=np.float32), []
-        return np.stack(rows), extended
-
-    def _run(self, token_ids: list[int], cache: OnnxKVCache | None) -> tuple[Logits, OnnxKVCache]:
         sig = self._sig
-        past_len = 0 if cache is None else cache.length
-        total = past_len + len(token_ids)
-        if total > self.context_window:
-            raise ValueError(
-                f"{past_len} cached + {len(token_ids)} new tokens exceed the context window "
-                f"of {self.context_window}"
+        onnx = [_as_onnx_cache(c) for c in caches]
+        # The steady state: the same sequences as last step, so last step's output is this input.
+        past = whole_block(onnx) or assemble(onnx, sig.num_layers, self._empty, self._upload)
+        ones = [1] * len(token_ids)
+        self._check_window(past.lengths, ones)
+        ids = np.asarray(token_ids, dtype=sig.ids_dtype)[:, None]
+        positions = np.asarray(past.lengths, dtype=np.int64)[:, None]
+        mask = padding_mask(past.lengths, past.width, ones, 1)
+        logits, present = self._run(ids, mask, positions, past)
+        block = KVBlock(present, tuple(n + 1 for n in past.lengths), past.width + 1)
+        return logits, [OnnxKVCache(block, i) for i in range(len(token_ids))]
+
+    def trim(self, cache: KVCache, length: int) -> KVCache:
+        c = _as_onnx_cache(cache)
+        if not 0 < length <= c.length:
+            raise ValueError(f"cannot trim a cache of {c.length} tokens to {length}")
+        start = c.block.width - c.length
+        if self._upload is None:  # views: nothing is copied on the host
+            layers = tuple(
+                (
+                    k[c.row : c.row + 1, :, start : start + length],
+                    v[c.row : c.row + 1, :, start : start + length],
+                )
+                for k, v in c.block.host_layers()
             )
-        feed: dict[str, npt.NDArray[Any]] = {
-            "input_ids": np.asarray([token_ids], dtype=sig.ids_dtype),
-            "attention_mask": np.ones((1, total), dtype=sig.mask_dtype),
-        }
+            return OnnxKVCache(KVBlock(layers, (length,), length), 0)
+        return self._placed(compact_row(c.block.host_layers(), c.row, [slice(start, start + length)]))
+
+    def detach(self, cache: KVCache) -> KVCache:
+        """A compact host copy: kept sessions live in host memory, also under CUDA."""
+        c = _as_onnx_cache(cache)
+        return OnnxKVCache(
+            compact_row(c.block.host_layers(), c.row, [slice(c.block.width - c.length, None)]), 0
+        )
+
+    def _placed(self, block: KVBlock) -> OnnxKVCache:
+        if self._upload is not None:
+            upload = self._upload
+            block = KVBlock(
+                tuple((upload(k), upload(v)) for k, v in block.layers), block.lengths, block.width
+            )
+        return OnnxKVCache(block, 0)
+
+    def _check_window(self, past: Sequence[int], new: Sequence[int]) -> None:
+        for p, n in zip(past, new, strict=True):
+            if p + n > self.context_window:
+                raise ValueError(
+                    f"{p} cached + {n} new tokens exceed the context window of {self.context_window}"
+                )
+
+    def _run(
+        self, ids: npt.NDArray[Any], mask: npt.NDArray[Any], positions: npt.NDArray[Any], past: KVBlock
+    ) -> tuple[Logits, tuple[tuple[Any, Any], ...]]:
+        sig = self._sig
+        feed: dict[str, npt.NDArray[Any]] = {"input_ids": ids, "attention_mask": mask.astype(sig.mask_dtype)}
         if sig.position_dtype is not None:
-            feed["position_ids"] = np.arange(past_len, total, dtype=sig.position_dtype)[None]
-        for layer, (key_name, value_name) in enumerate(sig.past_names):
-            key, value = (self._empty, self._empty) if cache is None else cache.layers[layer]
-            feed[key_name] = key
-            feed[value_name] = value
-        outputs = self._session.run(self._output_names, feed)
-        logits: Logits = np.asarray(outputs[0][0, -1], dtype=np.float32)
-        presents = outputs[1:]
+            feed["position_ids"] = positions.astype(sig.position_dtype)
+        if past.layers:
+            flat = [t for pair in past.layers for t in pair]
+        else:  # no row has a past yet
+            flat = [np.zeros((ids.shape[0], *self._empty.shape[1:]), dtype=sig.past_dtype)] * (
+                2 * sig.num_layers
+            )
+        raw_logits, presents = self._runner.run(feed, flat)
+        logits: Logits = np.ascontiguousarray(raw_logits[:, -1], dtype=np.float32)
         layers = tuple((presents[i], presents[i + 1]) for i in range(0, len(presents), 2))
-        return logits, OnnxKVCache(layers)
+        return logits, layers
 
 
-def _as_onnx_cache(cache: KVCache | None) -> OnnxKVCache | None:
-    if cache is None or isinstance(cache, OnnxKVCache):
+def _whole(caches: Sequence[OnnxKVCache | None]) -> KVBlock | None:
+    if any(c is None for c in caches):
+        return None
+    return whole_block([c for c in caches if c is not None])
+
+
+def _as_onnx_cache(cache: KVCache) -> OnnxKVCache:
+    if isinstance(cache, OnnxKVCache):
         return cache
     raise TypeError(f"expected an OnnxKVCache, got {type(cache).__name__}")
 
@@ -189,6 +284,9 @@ def load(model_dir: Path, *, threads: int | None = None) -> OnnxLanguageModel:
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or _default_threads()
     options.inter_op_num_threads = 1
+    # Spinning workers would hold the cores between steps, starving the event loop that streams
+    # the tokens out (and, on a small box, everything else).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     path = model_dir / "model.onnx"

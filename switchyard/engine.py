@@ -1,10 +1,22 @@
 """The generation engine shared by edge and cloud nodes.
 
-A single worker thread owns the model runtime and runs an iteration-level schedule: each turn of
-its loop admits waiting requests (up to ``max_running``), prefills at most one newcomer, then
-advances every running sequence by one token in one ``decode`` call. A sequence leaves the batch
-the moment it finishes or is cancelled. The asyncio side only enqueues requests and relays events,
-so a slow generation never blocks the event loop or other streams.
+A single worker thread owns the model runtime and runs an iteration-level schedule. Each turn of
+its loop:
+
+1. admits waiting requests in arrival order while fewer than ``max_running`` are active and their
+   worst-case KV (prompt + ``max_tokens``) fits ``max_kv_bytes``; the rest queue, and the queue
+   depth is the load the node reports;
+2. prefills newcomers within a budget of ``prefill_chunk`` prompt tokens: several short prompts in
+   one model call when the runtime can (``BatchPrefill``), a long one in chunks over several turns,
+   so a long prompt never stalls the running streams for more than one chunk;
+3. advances every running sequence by one token in one ``decode`` call.
+
+A sequence leaves the batch the moment it finishes or is cancelled. When a request names a session,
+the keys and values of its turn are kept afterwards (``SessionKVStore``, LRU within
+``session_kv_bytes``) and the session's next turn reuses the longest shared prefix.
+
+The asyncio side only enqueues requests and relays events, so a slow generation never blocks the
+event loop or other streams.
 """
 
 from __future__ import annotations
@@ -18,8 +30,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from switchyard.lm import KVCache, LanguageModel, Logits
+from switchyard.lm import BatchPrefill, CacheOps, KVCache, LanguageModel, Logits
 from switchyard.sampling import Sampler
+from switchyard.session_kv import SessionKVStore
 from switchyard.textstream import IncrementalDecoder, StopMatcher
 from switchyard.tokenizer import ChatTokenizer
 from switchyard.wire import ChatMessage, SamplingParams
@@ -38,6 +51,7 @@ class Finished:
     reason: str  # "stop" | "length" | "cancelled"
     prompt_tokens: int
     completion_tokens: int
+    cached_tokens: int = 0  # prompt tokens whose keys and values came from the session's last turn
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +75,11 @@ class _Sequence:
     session_id: str = ""
     continue_text: str = ""
     prompt_ids: list[int] = field(default_factory=list)
+    generated_ids: list[int] = field(default_factory=list)
     cache: KVCache | None = None
+    prefilled: int = 0  # prompt tokens in ``cache``
+    cached_tokens: int = 0
+    reserved_bytes: int = 0
     last_token: int = -1
     generated: int = 0
     pending_tokens: int = 0
@@ -82,15 +100,29 @@ class GenerationEngine:
         *,
         max_running: int = 16,
         max_queued: int = 256,
+        max_kv_bytes: int | None = None,
+        session_kv_bytes: int = 64 * 1024 * 1024,
+        prefill_chunk: int = 256,
     ) -> None:
+        if prefill_chunk < 1:
+            raise ValueError(f"prefill_chunk must be at least 1, got {prefill_chunk}")
         self.lm = lm
         self.tokenizer = tokenizer
         self.max_running = max_running
         self.max_queued = max_queued
+        self.max_kv_bytes = max_kv_bytes
+        self.prefill_chunk = prefill_chunk
+        self._ops = lm if isinstance(lm, CacheOps) else None
+        self._batch_prefill = lm if isinstance(lm, BatchPrefill) else None
+        self._kv_per_token = self._ops.kv_bytes_per_token if self._ops else _estimated_kv_per_token(lm)
         self._lock = threading.Condition()
         self._inbox: collections.deque[_Sequence] = collections.deque()
         self._waiting: collections.deque[_Sequence] = collections.deque()
+        self._prefilling: list[_Sequence] = []
         self._running: list[_Sequence] = []
+        self._reserved_bytes = 0
+        self._sessions = SessionKVStore(session_kv_bytes)
+        self._session_ids: tuple[str, ...] = ()  # a snapshot for other threads; only the worker writes
         self._closed = False
         self._thread: threading.Thread | None = None
         banned = tokenizer.banned_ids
@@ -114,9 +146,13 @@ class GenerationEngine:
         return self.lm.context_window
 
     def load(self) -> tuple[int, int]:
-        """(running, queued) right now."""
+        """(active, queued) right now: active sequences are prefilling or decoding."""
         with self._lock:
-            return len(self._running), len(self._waiting) + len(self._inbox)
+            return len(self._running) + len(self._prefilling), len(self._waiting) + len(self._inbox)
+
+    def sessions(self) -> tuple[str, ...]:
+        """Sessions whose last turn's keys and values this engine holds, most recent first."""
+        return self._session_ids
 
     def warm_up(self) -> None:
         """Run one tiny generation synchronously so the first real request is not the slow one."""
@@ -135,7 +171,8 @@ class GenerationEngine:
         """Stream events for one request; closing the iterator early cancels the generation.
 
         ``continue_text`` is a partial assistant reply (from a node that failed mid-reply) that the
-        generation continues rather than starts over.
+        generation continues rather than starts over. Text that piles up while the consumer is busy
+        comes as one larger chunk, so a slow consumer costs one message per wake-up, not per token.
         """
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Event] = asyncio.Queue()
@@ -158,13 +195,23 @@ class GenerationEngine:
             self._inbox.append(seq)
             self._lock.notify()
         finished = False
+        held: Event | None = None
         try:
             while True:
-                ev = await queue.get()
+                ev = held if held is not None else await queue.get()
+                held = None
+                if isinstance(ev, TextChunk):
+                    while not queue.empty():
+                        nxt = queue.get_nowait()
+                        if not isinstance(nxt, TextChunk):
+                            held = nxt
+                            break
+                        ev = TextChunk(ev.text + nxt.text, ev.tokens + nxt.tokens)
+                    yield ev
+                    continue
+                finished = True
                 yield ev
-                if not isinstance(ev, TextChunk):
-                    finished = True
-                    return
+                return
         finally:
             if not finished:
                 seq.cancelled = True  # the worker drops it before its next step
@@ -176,41 +223,124 @@ class GenerationEngine:
     def _loop(self) -> None:
         while True:
             with self._lock:
-                while not (self._closed or self._inbox or self._waiting or self._running):
+                while not (self._closed or self._inbox or self._waiting or self._prefilling or self._running):
                     self._lock.wait()
                 if self._closed:
                     break
                 self._waiting.extend(self._inbox)
                 self._inbox.clear()
             self._drop_cancelled()
-            self._admit_one()
+            self._admit()
+            self._prefill()
             self._step()
-        for seq in [*self._running, *self._waiting, *self._inbox]:
+        for seq in [*self._running, *self._prefilling, *self._waiting, *self._inbox]:
             seq.emit(Failed("shutting_down", "the node is shutting down"))
 
     def _drop_cancelled(self) -> None:
-        for seq in [s for s in self._running if s.cancelled]:
-            self._running.remove(seq)
+        for active in (self._running, self._prefilling):
+            for seq in [s for s in active if s.cancelled]:
+                self._leave(seq)
         with self._lock:
             if any(s.cancelled for s in self._waiting):
                 self._waiting = collections.deque(s for s in self._waiting if not s.cancelled)
 
-    def _admit_one(self) -> None:
-        """Prefill one waiting request, so newcomers interleave with running decodes."""
-        with self._lock:
-            if not self._waiting or len(self._running) >= self.max_running:
+    def _admit(self) -> None:
+        """Move waiting requests, in order, into prefill while sequences and KV memory allow."""
+        while True:
+            with self._lock:
+                active = len(self._running) + len(self._prefilling)
+                if not self._waiting or active >= self.max_running:
+                    return
+                seq = self._waiting[0]
+            if not seq.prompt_ids:
+                try:
+                    self._prepare(seq)
+                except Exception as exc:
+                    log.exception("could not prepare a request")
+                    self._pop_waiting(seq)
+                    seq.emit(Failed("bad_request", f"could not encode the chat: {type(exc).__name__}"))
+                    continue
+            need = (len(seq.prompt_ids) + seq.max_new) * self._kv_per_token
+            over = self.max_kv_bytes is not None and self._reserved_bytes + need > self.max_kv_bytes
+            if over and active > 0:  # wait for memory; alone, a request runs whatever it needs
                 return
-            seq = self._waiting.popleft()
+            self._pop_waiting(seq)
+            seq.reserved_bytes = need
+            self._reserved_bytes += need
+            self._reuse_prefix(seq)
+            self._prefilling.append(seq)
+
+    def _pop_waiting(self, seq: _Sequence) -> None:
+        with self._lock:
+            self._waiting.remove(seq)
+
+    def _reuse_prefix(self, seq: _Sequence) -> None:
+        if not seq.session_id:
+            return
+        hit = self._sessions.lookup(seq.session_id, seq.prompt_ids)
+        if hit is None:
+            return
+        if self._ops is not None:
+            cache: KVCache | None = self._ops.trim(hit.cache, hit.length)
+        else:  # without trim, only a stored cache that is wholly a prefix can be used as it is
+            cache = hit.cache if hit.cache.length == hit.length else None
+        if cache is not None:
+            seq.cache = cache
+            seq.prefilled = seq.cached_tokens = hit.length
+
+    def _prefill(self) -> None:
+        """Prefill newcomers within ``prefill_chunk`` tokens: whole short prompts, or one long chunk."""
+        budget = self.prefill_chunk
+        group: list[_Sequence] = []
+        for seq in self._prefilling:
+            remaining = len(seq.prompt_ids) - seq.prefilled
+            if remaining <= budget:
+                group.append(seq)
+                budget -= remaining
+                continue
+            if not group:
+                self._prefill_chunk(seq, budget)
+            break
+        if len(group) > 1 and self._batch_prefill is not None:
+            self._prefill_together(self._batch_prefill, group)
+        else:
+            for seq in group:
+                self._prefill_together(None, [seq])
+
+    def _prefill_chunk(self, seq: _Sequence, size: int) -> None:
+        chunk = seq.prompt_ids[seq.prefilled : seq.prefilled + size]
         try:
-            self._prepare(seq)
-            logits, seq.cache = self.lm.prefill(seq.prompt_ids)
+            _, seq.cache = self.lm.prefill(chunk, seq.cache)
         except Exception as exc:
             log.exception("prefill failed")
+            self._leave(seq)
             seq.emit(Failed("inference_error", f"prefill failed: {type(exc).__name__}"))
             return
-        self._running.append(seq)
-        assert seq.sampler is not None
-        self._accept(seq, seq.sampler.pick(self._mask(logits)))
+        seq.prefilled += len(chunk)
+
+    def _prefill_together(self, runtime: BatchPrefill | None, group: list[_Sequence]) -> None:
+        rows = [seq.prompt_ids[seq.prefilled :] for seq in group]
+        try:
+            if runtime is None:
+                (seq,) = group
+                last, cache = self.lm.prefill(rows[0], seq.cache)
+                logits, caches = last[None], [cache]
+            else:
+                logits, caches = runtime.prefill_batch(rows, [seq.cache for seq in group])
+        except Exception as exc:
+            log.exception("prefill failed; failing the %d streams in it", len(group))
+            for seq in group:
+                self._leave(seq)
+                seq.emit(Failed("inference_error", f"prefill failed: {type(exc).__name__}"))
+            return
+        logits = self._mask(logits)
+        for i, seq in enumerate(group):
+            seq.cache = caches[i]
+            seq.prefilled = len(seq.prompt_ids)
+            self._prefilling.remove(seq)
+            self._running.append(seq)
+            assert seq.sampler is not None
+            self._accept(seq, seq.sampler.pick(logits[i]))
 
     def _mask(self, logits: Logits) -> Logits:
         if self._banned is not None:
@@ -245,7 +375,7 @@ class GenerationEngine:
         except Exception as exc:
             log.exception("decode step failed; failing the %d streams in it", len(batch))
             for seq in batch:
-                self._running.remove(seq)
+                self._leave(seq)
                 seq.emit(Failed("inference_error", f"decode step failed: {type(exc).__name__}"))
             return
         logits = self._mask(logits)
@@ -260,6 +390,7 @@ class GenerationEngine:
             self._finish(seq, "stop")
             return
         seq.generated += 1
+        seq.generated_ids.append(token)
         seq.pending_tokens += 1
         seq.last_token = token
         text, stopped = seq.stopper.feed(seq.decoder.push(token))
@@ -279,8 +410,38 @@ class GenerationEngine:
             tail += "" if stopped else seq.stopper.flush()
         if tail:
             seq.emit(TextChunk(tail, seq.pending_tokens))
-        self._running.remove(seq)
-        seq.emit(Finished(reason, len(seq.prompt_ids), seq.generated))
+        self._keep_session(seq)
+        self._leave(seq)
+        seq.emit(Finished(reason, len(seq.prompt_ids), seq.generated, seq.cached_tokens))
+
+    def _keep_session(self, seq: _Sequence) -> None:
+        """Keep the finished turn's keys and values for the session's next turn."""
+        if not seq.session_id or seq.cache is None:
+            return
+        try:
+            cache = self._ops.detach(seq.cache) if self._ops is not None else seq.cache
+        except Exception:  # losing a reuse opportunity must not fail a finished stream
+            log.exception("could not keep the session's cache")
+            return
+        tokens = [*seq.prompt_ids, *seq.generated_ids][: cache.length]
+        self._sessions.put(seq.session_id, tokens, cache, cache.length * self._kv_per_token)
+        self._session_ids = self._sessions.session_ids()
+
+    def _leave(self, seq: _Sequence) -> None:
+        """Take ``seq`` out of the active lists and give back its KV reservation."""
+        if seq in self._running:
+            self._running.remove(seq)
+        elif seq in self._prefilling:
+            self._prefilling.remove(seq)
+        self._reserved_bytes -= seq.reserved_bytes
+        seq.reserved_bytes = 0
+        seq.cache = None
+
+
+def _estimated_kv_per_token(lm: LanguageModel) -> int:
+    """Keys and values of one token over all layers, assuming 4-byte elements (an upper bound)."""
+    cfg = lm.config
+    return 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * cfg.head_dim * 4
 
 
 def _droppable(messages: list[ChatMessage]) -> list[int]:

@@ -10,7 +10,7 @@ Runtimes are synchronous and not thread-safe: the engine calls them from its one
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -89,5 +89,42 @@ class LanguageModel(Protocol):
         """One decode step for several sequences: ``token_ids[i]`` follows ``caches[i]``.
 
         Returns logits of shape ``(len(token_ids), vocab)`` and the extended caches.
+        """
+        ...
+
+
+@runtime_checkable
+class CacheOps(Protocol):
+    """Optional: what session KV reuse and the KV memory budget need from a runtime.
+
+    The engine checks ``isinstance(lm, CacheOps)`` and works without these (no prefix trimming,
+    KV size estimated from the config) when a runtime lacks them. Caches are values: an operation
+    returns a new cache and never changes the one it was given.
+    """
+
+    @property
+    def kv_bytes_per_token(self) -> int:
+        """Bytes one token's keys and values take, over all layers."""
+        ...
+
+    def trim(self, cache: KVCache, length: int) -> KVCache:
+        """The first ``length`` tokens of ``cache`` (``0 < length <= cache.length``)."""
+        ...
+
+    def detach(self, cache: KVCache) -> KVCache:
+        """A compact copy of ``cache`` that holds no storage shared with a running batch, for keeping."""
+        ...
+
+
+@runtime_checkable
+class BatchPrefill(Protocol):
+    """Optional: prefill several sequences in one model call."""
+
+    def prefill_batch(
+        self, token_ids: list[list[int]], caches: list[KVCache | None]
+    ) -> tuple[Logits, list[KVCache]]:
+        """``prefill`` for each row: ``token_ids[i]`` (non-empty) after ``caches[i]``.
+
+        Returns the logits of each row's last position, shape ``(rows, vocab)``, and the caches.
         """
         ...

@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 LOAD_REPORT_INTERVAL_S = 0.5
 HANDSHAKE_TIMEOUT_S = 5.0
+MAX_REPORTED_SESSIONS = 256  # most recent first; keeps the periodic load report small
 
 _Send = Callable[[wire.Message], Awaitable[None]]
 
@@ -52,11 +53,18 @@ class NodeOptions:
     secret: str = ""
     max_running: int = 16
     max_queued: int = 256
+    max_kv_bytes: int | None = None  # KV memory of active sequences; beyond it requests queue
+    session_kv_bytes: int = 64 * 1024 * 1024  # KV kept for sessions' next turns (LRU)
 
 
 def build_node_app(lm: LanguageModel, opts: NodeOptions, *, warm_up: bool = True) -> web.Application:
     engine = GenerationEngine(
-        lm, ChatTokenizer(opts.model_dir), max_running=opts.max_running, max_queued=opts.max_queued
+        lm,
+        ChatTokenizer(opts.model_dir),
+        max_running=opts.max_running,
+        max_queued=opts.max_queued,
+        max_kv_bytes=opts.max_kv_bytes,
+        session_kv_bytes=opts.session_kv_bytes,
     )
     identity = NodeIdentity(
         node_id=opts.node_id or f"{opts.kind}-{socket.gethostname()}",
@@ -90,7 +98,11 @@ class NodeState:
     def load(self) -> wire.Load:
         running, queued = self.engine.load()
         return wire.Load(
-            active=running, queued=queued, capacity=self.engine.max_running, draining=self.draining
+            active=running,
+            queued=queued,
+            capacity=self.engine.max_running,
+            sessions=self.engine.sessions()[:MAX_REPORTED_SESSIONS],
+            draining=self.draining,
         )
 
     def record(self, url: str) -> NodeRecord:
@@ -121,6 +133,9 @@ def make_node_app(
     app.router.add_get("/node", _node_socket)
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
+    from switchyard import node_openai  # imports this module: bind late
+
+    node_openai.add_routes(app)
 
     async def engine_ctx(app: web.Application) -> AsyncIterator[None]:
         engine.start()
@@ -269,7 +284,9 @@ async def _serve_stream(state: NodeState, msg: wire.Generate, send: _Send) -> No
                 if isinstance(ev, TextChunk):
                     await send(wire.Delta(sid, ev.text, ev.tokens))
                 elif isinstance(ev, Finished):
-                    await send(wire.Done(sid, ev.reason, ev.prompt_tokens, ev.completion_tokens))
+                    await send(
+                        wire.Done(sid, ev.reason, ev.prompt_tokens, ev.completion_tokens, ev.cached_tokens)
+                    )
                 elif isinstance(ev, Failed):
                     await send(wire.Error(sid, ev.code, ev.message))
         finally:
