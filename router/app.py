@@ -21,7 +21,9 @@ from router.sessions import SessionStore
 from router.sessions.memory import MemorySessionStore
 from router.state import CHAT, CONFIG, FLEET, METRICS
 from router.tokens import EstimatingCounter, TokenCounter, TokenizerCounter
+from router.upstream.base import Upstream
 from router.upstream.node_client import NodeClient
+from router.upstream.openai_client import OpenAIUpstream
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +69,9 @@ def _resources(policy: PolicyWatcher) -> Any:
         http = aiohttp.ClientSession()
         secret = os.environ.get(cfg.cluster_secret_env, "")
 
-        def make_client(ep: NodeEndpoint) -> NodeClient:
+        def make_client(ep: NodeEndpoint) -> Upstream:
+            if ep.protocol == "openai":
+                return OpenAIUpstream(ep, http)
             return NodeClient(ep, http, router_id=cfg.router_id, secret=secret)
 
         clients = [make_client(ep) for ep in cfg.nodes]

@@ -19,7 +19,7 @@ from router.metrics import RouterMetrics
 from router.policy import Decision, Features, Policy, decide
 from router.sessions import SessionStore
 from router.tokens import TokenCounter, conversation_tokens, trim_to_window
-from router.upstream.node_client import NodeClient, NodeUnavailable, StreamEvent
+from router.upstream.base import StreamEvent, Upstream, UpstreamUnavailable
 from switchyard import wire
 from switchyard.wire import ChatMessage, SamplingParams
 
@@ -267,7 +267,7 @@ class ChatService:
         exclude: frozenset[str],
         session_id: str,
         preferred: str,
-    ) -> tuple[NodeClient, AsyncIterator[StreamEvent], StreamEvent, tuple[str, ...]]:
+    ) -> tuple[Upstream, AsyncIterator[StreamEvent], StreamEvent, tuple[str, ...]]:
         """Open a stream on the first tier and node that produce a first event; record failures.
 
         With ``continue_text`` (a failover mid-reply), the node continues that partial reply;
@@ -294,7 +294,7 @@ class ChatService:
                 budget = min(self.first_token_timeout_s, deadline - time.perf_counter())
                 try:
                     first = await _next(stream, time.perf_counter() + budget)
-                except (NodeUnavailable, TimeoutError, StopAsyncIteration) as exc:
+                except (UpstreamUnavailable, TimeoutError, StopAsyncIteration) as exc:
                     await stream.aclose()  # type: ignore[attr-defined]
                     attempts.append(f"{node.id}: {type(exc).__name__}")
                     self.fleet.record(node.id, failed=True)

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 Tier = Literal["edge", "cloud"]
 
@@ -16,13 +16,36 @@ class ConfigError(ValueError):
 
 
 class NodeEndpoint(BaseModel):
+    """One upstream: a Switchyard node (native protocol) or any OpenAI-compatible server."""
+
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     id: str = Field(min_length=1, max_length=64)
     url: str = Field(
-        pattern=r"^wss?://", description="the node's WebSocket URL, e.g. ws://127.0.0.1:9001/node"
+        description="native: the node's WebSocket URL (ws://host:9001/node); "
+        "openai: the API base URL (http://host:8000/v1)"
     )
     kind: Tier
+    protocol: Literal["node", "openai"] = "node"
+    # For protocol "openai" only:
+    model: str = Field("", description="model name sent upstream")
+    api_key_env: str | None = Field(None, description="environment variable holding the API key")
+    context_window: int = Field(8192, ge=16, description="the upstream model's context window")
+    max_concurrency: int = Field(64, ge=1, description="streams this router keeps open there at most")
+    continue_extra: dict[str, bool | int | float | str] = Field(
+        default_factory=dict,
+        description="extra request fields that make the server continue a partial assistant message on "
+        "failover (vLLM: {continue_final_message: true, add_generation_prompt: false})",
+    )
+
+    @model_validator(mode="after")
+    def _url_matches_protocol(self) -> NodeEndpoint:
+        want = ("ws://", "wss://") if self.protocol == "node" else ("http://", "https://")
+        if not self.url.startswith(want):
+            raise ValueError(f"url for protocol {self.protocol!r} must start with {' or '.join(want)}")
+        if self.protocol == "openai" and not self.model:
+            raise ValueError("an openai upstream needs a model name")
+        return self
 
 
 class RouterConfig(BaseModel):

@@ -15,7 +15,7 @@ from typing import Any
 
 from router.config import NodeEndpoint
 from router.fleet import Fleet
-from router.upstream.node_client import NodeClient
+from router.upstream.base import Upstream
 from switchyard.registry import DEFAULT_PREFIX, NodeRecord, index_key, node_key
 
 log = logging.getLogger(__name__)
@@ -28,7 +28,7 @@ class RegistryWatcher:
         self,
         client: Any,
         fleet: Fleet,
-        make_client: Callable[[NodeEndpoint], NodeClient],
+        make_client: Callable[[NodeEndpoint], Upstream],
         *,
         prefix: str = DEFAULT_PREFIX,
         static_ids: frozenset[str] = frozenset(),
@@ -38,7 +38,7 @@ class RegistryWatcher:
         self._make_client = make_client
         self._prefix = prefix
         self._static = static_ids  # nodes from the config file: never removed by discovery
-        self._retiring: dict[str, NodeClient] = {}
+        self._retiring: dict[str, Upstream] = {}
         self._task: asyncio.Task[None] | None = None
         self.records: dict[str, NodeRecord] = {}
 

@@ -8,40 +8,40 @@ from collections.abc import Callable, Iterable
 
 from router.balancer import Candidate, choose
 from router.breaker import BreakerConfig, CircuitBreaker
-from router.upstream.node_client import NodeClient
+from router.upstream.base import Upstream
 
 
 class Fleet:
     def __init__(
         self,
-        clients: Iterable[NodeClient] = (),
+        clients: Iterable[Upstream] = (),
         *,
         queue_limit: int = 16,
         breaker: BreakerConfig | None = None,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
     ) -> None:
-        self._clients: dict[str, NodeClient] = {c.id: c for c in clients}
+        self._clients: dict[str, Upstream] = {c.id: c for c in clients}
         self._breakers: dict[str, CircuitBreaker] = {}
         self._breaker_config = breaker or BreakerConfig()
         self.queue_limit = queue_limit
         self._clock = clock
         self._rng = rng or random.Random()
 
-    def all(self) -> list[NodeClient]:
+    def all(self) -> list[Upstream]:
         return list(self._clients.values())
 
-    def get(self, node_id: str) -> NodeClient | None:
+    def get(self, node_id: str) -> Upstream | None:
         return self._clients.get(node_id)
 
-    def add(self, client: NodeClient) -> None:
+    def add(self, client: Upstream) -> None:
         self._clients[client.id] = client
 
-    def remove(self, node_id: str) -> NodeClient | None:
+    def remove(self, node_id: str) -> Upstream | None:
         self._breakers.pop(node_id, None)
         return self._clients.pop(node_id, None)
 
-    def healthy(self, tier: str) -> list[NodeClient]:
+    def healthy(self, tier: str) -> list[Upstream]:
         """Connected nodes of ``tier`` that take new streams (not draining)."""
         return [c for c in self._clients.values() if c.kind == tier and c.connected and not c.load.draining]
 
@@ -63,7 +63,7 @@ class Fleet:
 
     def pick(
         self, tier: str, *, exclude: frozenset[str] = frozenset(), session_id: str = "", preferred: str = ""
-    ) -> NodeClient | None:
+    ) -> Upstream | None:
         """A node of ``tier`` for a new stream, or ``None`` when none is healthy and not backed up."""
         now = self._clock()
         candidates = [

@@ -18,11 +18,10 @@ from dataclasses import dataclass
 import aiohttp
 
 from router.config import NodeEndpoint
+from router.upstream.base import StreamEvent, UpstreamUnavailable
 from switchyard import wire
 
 log = logging.getLogger(__name__)
-
-StreamEvent = wire.Delta | wire.Done | wire.Error
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,8 +35,7 @@ class Backoff:
         return float(min(self.cap, self.base * (2 ** min(attempt, 16))))
 
 
-class NodeUnavailable(Exception):
-    """The node is not connected, or its connection dropped."""
+NodeUnavailable = UpstreamUnavailable  # the name callers of this module know
 
 
 class NodeClient:

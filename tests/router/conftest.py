@@ -126,12 +126,12 @@ async def start_router(monkeypatch: pytest.MonkeyPatch, demo_models: Any) -> Asy
     monkeypatch.setenv("SWITCHYARD_CLUSTER_SECRET", SECRET)
     handles: list[RouterHandle] = []
 
-    async def start(nodes: list[NodeProc], *, wait_for: int | None = None, **overrides: Any) -> RouterHandle:
+    async def start(procs: list[NodeProc], *, wait_for: int | None = None, **overrides: Any) -> RouterHandle:
         fields: dict[str, Any] = {
             "port": free_port(),
             "policy": POLICIES_DIR / "default.yaml",
             "tokenizer": demo_models.edge / "tokenizer.json",
-            "nodes": tuple(n.endpoint for n in nodes),
+            "nodes": tuple(n.endpoint for n in procs),
             **overrides,
         }
         cfg = RouterConfig(**fields)
@@ -142,7 +142,7 @@ async def start_router(monkeypatch: pytest.MonkeyPatch, demo_models: Any) -> Asy
         handles.append(handle)
         from router.state import FLEET
 
-        want = len(nodes) if wait_for is None else wait_for
+        want = len(procs) if wait_for is None else wait_for
         for c in runner.app[FLEET].all()[:want]:
             await c.wait_connected(within_s=20)
         return handle
