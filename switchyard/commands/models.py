@@ -1,4 +1,4 @@
-"""``switchyard models``: build the demo models, export a Hugging Face Llama folder to ONNX."""
+"""``switchyard models``: build the demo models, export a Hugging Face causal LM folder to ONNX."""
 
 from __future__ import annotations
 
@@ -24,9 +24,18 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     build.add_argument("--quick", action="store_true", help="a few training steps only (for tests)")
     build.set_defaults(func=_build)
 
-    export = sub.add_parser("export-onnx", help="export a Hugging Face Llama folder to an ONNX folder")
+    export = sub.add_parser(
+        "export-onnx",
+        help="export a Hugging Face Llama, Qwen2 or GPT-2 folder to an ONNX folder (needs transformers)",
+    )
     export.add_argument("hf_dir", type=Path)
     export.add_argument("out_dir", type=Path)
+    export.add_argument(
+        "--external-data",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="weights in model.onnx.data beside the graph (default: only past protobuf's 2 GB limit)",
+    )
     export.set_defaults(func=_export)
 
 
@@ -39,7 +48,7 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from edge_runtime.export import export_model_dir
+    from edge_runtime.hf_export import export_hf_dir
 
-    print(export_model_dir(args.hf_dir, args.out_dir))
+    print(export_hf_dir(args.hf_dir, args.out_dir, external_data=args.external_data))
     return 0
