@@ -12,14 +12,15 @@ import aiohttp
 from aiohttp import web
 
 from router import openai_api, ws_api
+from router.admission import Gate
 from router.chat import ChatService
 from router.config import NodeEndpoint, RouterConfig
 from router.fleet import Fleet
+from router.limits import InflightLimiter
 from router.metrics import RouterMetrics
 from router.policy_watch import PolicyWatcher
-from router.sessions import SessionStore
-from router.sessions.memory import MemorySessionStore
 from router.state import CHAT, CONFIG, FLEET, METRICS
+from router.stores import open_stores
 from router.tokens import EstimatingCounter, TokenCounter, TokenizerCounter
 from router.upstream.base import Upstream
 from router.upstream.node_client import NodeClient
@@ -50,22 +51,8 @@ def create_app(cfg: RouterConfig) -> web.Application:
 def _resources(policy: PolicyWatcher) -> Any:
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         cfg = app[CONFIG]
-        redis_client: Any = None
-        sessions: SessionStore
-        if cfg.redis_url:
-            import redis.asyncio as redis_asyncio  # only when configured
-
-            from router.sessions.redis_store import RedisSessionStore
-
-            redis_client = redis_asyncio.from_url(
-                cfg.redis_url, socket_timeout=5.0, socket_connect_timeout=5.0
-            )
-            await redis_client.ping()
-            sessions = RedisSessionStore(redis_client, cfg.session_ttl_s)
-            log.info("sessions in Redis at %s", _redact(cfg.redis_url))
-        else:
-            sessions = MemorySessionStore(cfg.session_ttl_s)
-            log.info("sessions in process memory (no redis_url configured)")
+        stores = await open_stores(cfg)
+        redis_client = stores.redis
         http = aiohttp.ClientSession()
         secret = os.environ.get(cfg.cluster_secret_env, "")
 
@@ -93,15 +80,19 @@ def _resources(policy: PolicyWatcher) -> Any:
 
             scorer = DifficultyClassifier.load(cfg.classifier).score
         app[FLEET] = fleet
+        gate = Gate(stores.limiter, cfg.limits, InflightLimiter(cfg.max_inflight), app[METRICS])
         app[CHAT] = ChatService(
             fleet=fleet,
-            sessions=sessions,
+            sessions=stores.sessions,
             policy=policy.current,
             counter=counter,
             metrics=app[METRICS],
             first_token_timeout_s=cfg.first_token_timeout_s,
             request_timeout_s=cfg.request_timeout_s,
             scorer=scorer,
+            gate=gate,
+            cache=stores.cache,
+            cache_ttl_s=cfg.cache.ttl_s,
         )
         policy.start()
         try:
@@ -113,15 +104,9 @@ def _resources(policy: PolicyWatcher) -> Any:
             for c in fleet.all():
                 await c.close()
             await http.close()
-            await sessions.close()
-            if redis_client is not None:
-                await redis_client.aclose()
+            await stores.close()
 
     return ctx
-
-
-def _redact(url: str) -> str:
-    return url.split("@", 1)[-1] if "@" in url else url
 
 
 async def _index(request: web.Request) -> web.FileResponse:

@@ -13,6 +13,8 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 
+from router.admission import Gate
+from router.cache import CachedReply, PromptCache, cache_key, cacheable, storable
 from router.errors import NoBackendAvailable, UnknownSession, UpstreamFailed
 from router.fleet import Fleet
 from router.metrics import RouterMetrics
@@ -94,6 +96,9 @@ class ChatService:
         first_token_timeout_s: float = 30.0,
         request_timeout_s: float = 300.0,
         scorer: Callable[[str], float] | None = None,
+        gate: Gate | None = None,
+        cache: PromptCache | None = None,
+        cache_ttl_s: float = 600.0,
     ) -> None:
         self.fleet = fleet
         self.sessions = sessions
@@ -103,123 +108,194 @@ class ChatService:
         self.first_token_timeout_s = first_token_timeout_s
         self.request_timeout_s = request_timeout_s
         self.scorer = scorer
+        self.gate = gate
+        self.cache = cache
+        self.cache_ttl_s = cache_ttl_s
 
     async def run(self, req: ChatRequest) -> AsyncIterator[ChatEvent]:
         started = time.perf_counter()
-        session_id, history, session_tier, session_node = await self._open_session(req)
-        conversation = history + req.messages
-        policy = self._policy()
-        decision = decide(policy, self._features(req, conversation, session_tier, policy))
-        self.metrics.decisions.labels(decision.target, decision.rule).inc()
-        params = req.params
-        if decision.max_tokens is not None and params.max_tokens > decision.max_tokens:
-            params = replace(params, max_tokens=decision.max_tokens)
-        deadline = started + min(decision.deadline_s or self.request_timeout_s, self.request_timeout_s)
-
-        node, stream, first, attempts = await self._first_event(
-            req,
-            decision,
-            conversation,
-            params,
-            deadline,
-            continue_text="",
-            exclude=frozenset(),
-            session_id=session_id or "",
-            preferred=session_node,
-        )
-        route = Route(decision.target, node.id, decision.reason, decision.rule, attempts)
-        if node.kind != decision.target:
-            route = replace(route, target=node.kind, reason=f"{decision.reason}; fell back to {node.kind}")
-            self.metrics.fallbacks.labels(decision.target, node.kind).inc()
-        yield RouteChosen(route, session_id)
-
-        parts: list[str] = []
-        ttft_ms = 0.0
-        first_token_at = 0.0
-        tokens_before = 0  # completion tokens produced by nodes that failed mid-reply
-        failed_nodes: set[str] = set()
-        ev: StreamEvent = first
-        self.metrics.active_streams.inc()
+        if self.gate is not None:
+            await self.gate.enter(req.tenant)
         try:
-            while True:
-                if isinstance(ev, wire.Delta):
-                    if not parts:
-                        first_token_at = time.perf_counter()
-                        ttft_ms = (first_token_at - started) * 1000
-                        self.metrics.ttft.labels(route.target).observe(ttft_ms / 1000)
-                    parts.append(ev.text)
-                    tokens_before += ev.tokens
-                    yield TextOut(ev.text)
-                elif isinstance(ev, wire.Done) and ev.finish_reason != "cancelled":
-                    break
-                else:
-                    # The node failed mid-reply: continue the same reply elsewhere from the text so far.
-                    why = ev.code if isinstance(ev, wire.Error) else "stream ended"
-                    log.warning(
-                        "request %s: node %s failed mid-reply (%s); failing over",
-                        req.request_id,
-                        node.id,
-                        why,
-                    )
-                    await stream.aclose()  # type: ignore[attr-defined]
-                    failed_nodes.add(node.id)
-                    self.fleet.record(node.id, failed=True)
-                    left = params.max_tokens - tokens_before
-                    if left <= 0:
-                        ev = wire.Done(-1, "length", 0, 0)
+            session_id, history, session_tier, session_node = await self._open_session(req)
+            conversation = history + req.messages
+            policy = self._policy()
+            decision = decide(policy, self._features(req, conversation, session_tier, policy))
+            self.metrics.decisions.labels(decision.target, decision.rule).inc()
+            params = req.params
+            if decision.max_tokens is not None and params.max_tokens > decision.max_tokens:
+                params = replace(params, max_tokens=decision.max_tokens)
+            deadline = started + min(decision.deadline_s or self.request_timeout_s, self.request_timeout_s)
+            key = None
+            if self.cache is not None and policy.cache and cacheable(params, policy.cache_sampled):
+                key = cache_key(req.tenant, decision.target, req.model, conversation, params)
+                hit = await self._cache_get(key)
+                if hit is not None:
+                    async for replayed in self._replay(req, hit, decision, session_id, started):
+                        yield replayed
+                    return
+
+            node, stream, first, attempts = await self._first_event(
+                req,
+                decision,
+                conversation,
+                params,
+                deadline,
+                continue_text="",
+                exclude=frozenset(),
+                session_id=session_id or "",
+                preferred=session_node,
+            )
+            route = Route(decision.target, node.id, decision.reason, decision.rule, attempts)
+            if node.kind != decision.target:
+                route = replace(
+                    route, target=node.kind, reason=f"{decision.reason}; fell back to {node.kind}"
+                )
+                self.metrics.fallbacks.labels(decision.target, node.kind).inc()
+            yield RouteChosen(route, session_id)
+
+            parts: list[str] = []
+            ttft_ms = 0.0
+            first_token_at = 0.0
+            tokens_before = 0  # completion tokens produced by nodes that failed mid-reply
+            failed_nodes: set[str] = set()
+            ev: StreamEvent = first
+            self.metrics.active_streams.inc()
+            try:
+                while True:
+                    if isinstance(ev, wire.Delta):
+                        if not parts:
+                            first_token_at = time.perf_counter()
+                            ttft_ms = (first_token_at - started) * 1000
+                            self.metrics.ttft.labels(route.target).observe(ttft_ms / 1000)
+                        parts.append(ev.text)
+                        tokens_before += ev.tokens
+                        yield TextOut(ev.text)
+                    elif isinstance(ev, wire.Done) and ev.finish_reason != "cancelled":
                         break
-                    old = node
-                    node, stream, ev, more = await self._first_event(
-                        req,
-                        decision,
-                        conversation,
-                        replace(params, max_tokens=left),
-                        deadline,
-                        continue_text="".join(parts),
-                        exclude=frozenset(failed_nodes),
-                        session_id=session_id or "",
-                        preferred="",
-                    )
-                    route = replace(
-                        route,
-                        node=node.id,
-                        target=node.kind,
-                        failovers=(
-                            *route.failovers,
-                            f"{old.id} -> {node.id} after {tokens_before} tokens ({why})",
-                        ),
-                        attempts=route.attempts + more,
-                    )
-                    self.metrics.fallbacks.labels(old.kind, node.kind).inc()
-                    continue
-                try:
-                    ev = await _next(stream, deadline)
-                except StopAsyncIteration:
-                    ev = wire.Error(-1, "stream_ended", "the node's stream ended without done")
-                except TimeoutError as exc:
-                    raise UpstreamFailed(f"node {node.id}: request deadline passed mid-reply") from exc
+                    else:
+                        # The node failed mid-reply: continue the same reply elsewhere from the text so far.
+                        why = ev.code if isinstance(ev, wire.Error) else "stream ended"
+                        log.warning(
+                            "request %s: node %s failed mid-reply (%s); failing over",
+                            req.request_id,
+                            node.id,
+                            why,
+                        )
+                        await stream.aclose()  # type: ignore[attr-defined]
+                        failed_nodes.add(node.id)
+                        self.fleet.record(node.id, failed=True)
+                        left = params.max_tokens - tokens_before
+                        if left <= 0:
+                            ev = wire.Done(-1, "length", 0, 0)
+                            break
+                        old = node
+                        node, stream, ev, more = await self._first_event(
+                            req,
+                            decision,
+                            conversation,
+                            replace(params, max_tokens=left),
+                            deadline,
+                            continue_text="".join(parts),
+                            exclude=frozenset(failed_nodes),
+                            session_id=session_id or "",
+                            preferred="",
+                        )
+                        route = replace(
+                            route,
+                            node=node.id,
+                            target=node.kind,
+                            failovers=(
+                                *route.failovers,
+                                f"{old.id} -> {node.id} after {tokens_before} tokens ({why})",
+                            ),
+                            attempts=route.attempts + more,
+                        )
+                        self.metrics.fallbacks.labels(old.kind, node.kind).inc()
+                        continue
+                    try:
+                        ev = await _next(stream, deadline)
+                    except StopAsyncIteration:
+                        ev = wire.Error(-1, "stream_ended", "the node's stream ended without done")
+                    except TimeoutError as exc:
+                        raise UpstreamFailed(f"node {node.id}: request deadline passed mid-reply") from exc
+            finally:
+                self.metrics.active_streams.dec()
+                await stream.aclose()  # type: ignore[attr-defined]
+            self.fleet.record(node.id, failed=False)
+            text = "".join(parts)
+            total_ms = (time.perf_counter() - started) * 1000
+            if not parts:
+                ttft_ms = total_ms
+            elif tokens_before > 1:
+                per_token = (time.perf_counter() - first_token_at) / (tokens_before - 1)
+                self.metrics.tpot.labels(route.target).observe(per_token)
+            self.metrics.routed.labels(route.target).inc()
+            self.metrics.completion_tokens.labels(route.target).inc(tokens_before)
+            if req.use_session and session_id is not None:
+                # Only a completed reply is stored, with the turn that asked for it.
+                turns = (*req.messages, ChatMessage("assistant", text))
+                await self.sessions.append(session_id, turns, tier=route.target, node=node.id)
+            if key is not None and storable(ev.finish_reason):
+                await self._cache_put(key, text, ev.finish_reason, ev.prompt_tokens, tokens_before, route)
+            if self.gate is not None:
+                await self.gate.charge(req.tenant, ev.prompt_tokens + tokens_before)
+            prompt_tokens = (
+                ev.prompt_tokens if not route.failovers else conversation_tokens(self.counter, conversation)
+            )
+            yield Completed(
+                route, session_id, ev.finish_reason, prompt_tokens, tokens_before, ttft_ms, total_ms, text
+            )
         finally:
-            self.metrics.active_streams.dec()
-            await stream.aclose()  # type: ignore[attr-defined]
-        self.fleet.record(node.id, failed=False)
-        text = "".join(parts)
-        total_ms = (time.perf_counter() - started) * 1000
-        if not parts:
-            ttft_ms = total_ms
-        elif tokens_before > 1:
-            per_token = (time.perf_counter() - first_token_at) / (tokens_before - 1)
-            self.metrics.tpot.labels(route.target).observe(per_token)
-        self.metrics.routed.labels(route.target).inc()
-        self.metrics.completion_tokens.labels(route.target).inc(tokens_before)
-        if req.use_session and session_id is not None:
-            # Only a completed reply is stored, with the turn that asked for it.
-            turns = (*req.messages, ChatMessage("assistant", text))
-            await self.sessions.append(session_id, turns, tier=route.target, node=node.id)
-        prompt_tokens = (
-            ev.prompt_tokens if not route.failovers else conversation_tokens(self.counter, conversation)
+            if self.gate is not None:
+                self.gate.leave()
+
+    async def _cache_get(self, key: str) -> CachedReply | None:
+        assert self.cache is not None
+        try:
+            hit = await self.cache.get(key)
+        except Exception as exc:  # a cache outage is a miss, not an error
+            log.warning("prompt cache unavailable: %s", exc)
+            self.metrics.cache.labels("error").inc()
+            return None
+        self.metrics.cache.labels("hit" if hit is not None else "miss").inc()
+        return hit
+
+    async def _cache_put(
+        self, key: str, text: str, finish: str, prompt_tokens: int, completion_tokens: int, route: Route
+    ) -> None:
+        assert self.cache is not None
+        reply = CachedReply(
+            text, finish, prompt_tokens, completion_tokens, route.target, route.node, time.time()
         )
+        try:
+            await self.cache.put(key, reply, self.cache_ttl_s)
+        except Exception as exc:
+            log.warning("prompt cache unavailable: %s", exc)
+
+    async def _replay(
+        self, req: ChatRequest, hit: CachedReply, decision: Decision, session_id: str | None, started: float
+    ) -> AsyncIterator[ChatEvent]:
+        """Serve a cached reply as if it had been generated: same events, no node involved."""
+        route = Route(
+            hit.tier, "cache", f"cache hit (first served by {hit.node}); {decision.reason}", "cache"
+        )
+        yield RouteChosen(route, session_id)
+        ttft_ms = (time.perf_counter() - started) * 1000
+        yield TextOut(hit.text)
+        if req.use_session and session_id is not None:
+            turns = (*req.messages, ChatMessage("assistant", hit.text))
+            await self.sessions.append(session_id, turns, tier=hit.tier, node="")
+        total_ms = (time.perf_counter() - started) * 1000
         yield Completed(
-            route, session_id, ev.finish_reason, prompt_tokens, tokens_before, ttft_ms, total_ms, text
+            route,
+            session_id,
+            hit.finish_reason,
+            hit.prompt_tokens,
+            hit.completion_tokens,
+            ttft_ms,
+            total_ms,
+            hit.text,
         )
 
     async def _open_session(self, req: ChatRequest) -> tuple[str | None, tuple[ChatMessage, ...], str, str]:

@@ -8,6 +8,9 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from router.admission import AuthConfig
+from router.limits.config import LimitsConfig
+
 Tier = Literal["edge", "cloud"]
 
 
@@ -48,6 +51,14 @@ class NodeEndpoint(BaseModel):
         return self
 
 
+class CacheSettings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    enabled: bool = True
+    ttl_s: float = Field(600.0, gt=0)
+    max_entries: int = Field(10_000, ge=1, description="in-memory cache only; Redis evicts by its own policy")
+
+
 class RouterConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -64,6 +75,12 @@ class RouterConfig(BaseModel):
     )
     classifier_enabled: bool = Field(True, description="score prompts when the policy uses `score`")
     cluster_secret_env: str = "SWITCHYARD_CLUSTER_SECRET"
+    auth: AuthConfig = Field(default_factory=AuthConfig)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig, description="per-tenant rate limits")
+    max_inflight: int = Field(
+        4096, ge=1, description="requests in flight beyond which the router answers 503"
+    )
+    cache: CacheSettings = Field(default_factory=CacheSettings)
     session_ttl_s: int = Field(3600, ge=1)
     max_frame_bytes: int = Field(256 * 1024, ge=1024)
     max_message_chars: int = Field(64 * 1024, ge=1)

@@ -51,6 +51,31 @@ class DuplicateRequestId(BadRequest):
     code = "duplicate_id"
 
 
+class Unauthorized(SwitchyardError):
+    code = "unauthorized"
+    http_status = 401
+    openai_type = "authentication_error"
+
+
+class RetryLater(SwitchyardError):
+    """Refused for now; ``retry_after_s`` goes into the Retry-After header / error frame."""
+
+    def __init__(self, message: str, *, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class RateLimited(RetryLater):
+    code = "rate_limited"
+    http_status = 429
+    openai_type = "rate_limit_error"
+
+
+class Overloaded(RetryLater):
+    code = "overloaded"
+    http_status = 503
+
+
 class NoBackendAvailable(SwitchyardError):
     code = "no_backend"
     http_status = 503

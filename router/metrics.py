@@ -54,6 +54,13 @@ class RouterMetrics:
             ["outcome"],
             registry=r,
         )
+        self.rejected = Counter(
+            "switchyard_rejected", "Requests refused at admission, by reason", ["reason"], registry=r
+        )
+        self.cache = Counter("switchyard_cache", "Prompt cache look-ups by result", ["result"], registry=r)
+        self.cloud_share = Gauge(
+            "switchyard_cloud_share", "Share of recent requests served by the cloud tier", registry=r
+        )
         self.active_streams = Gauge("switchyard_active_streams", "Chats streaming now", registry=r)
         self.nodes_connected = Gauge(
             "switchyard_nodes_connected", "Connected nodes by tier", ["target"], registry=r

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -11,8 +12,9 @@ from typing import Any
 
 from aiohttp import web
 
+from router.admission import bearer, identify
 from router.chat import ChatEvent, ChatRequest, Completed, Route, RouteChosen, TextOut
-from router.errors import InvalidParams, MalformedJSON, SwitchyardError
+from router.errors import InvalidParams, MalformedJSON, RetryLater, SwitchyardError
 from router.metrics import RouterMetrics
 from router.state import CHAT, CONFIG, METRICS
 from switchyard import openai_format as oai
@@ -22,8 +24,11 @@ log = logging.getLogger(__name__)
 ROUTER_MODELS = ("switchyard", "switchyard-edge", "switchyard-cloud")
 
 
-def error_response(exc: SwitchyardError, headers: dict[str, str] | None = None) -> web.Response:
+def error_response(exc: SwitchyardError) -> web.Response:
     body = {"error": {"message": exc.message, "type": exc.openai_type, "param": exc.param, "code": exc.code}}
+    headers = {}
+    if isinstance(exc, RetryLater):
+        headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after_s)))
     return web.json_response(body, status=exc.http_status, headers=headers)
 
 
@@ -38,6 +43,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     metrics = request.app[METRICS]
     cfg = request.app[CONFIG]
     try:
+        tenant = identify(cfg.auth, bearer(request.headers.get("Authorization")))
         body = await _read_json(request, cfg.max_frame_bytes)
         try:
             parsed = oai.parse_request(body, max_chars=cfg.max_message_chars)
@@ -51,6 +57,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         params=parsed.params,
         api="openai",
         model=parsed.model,
+        tenant=tenant,
     )
     events = chat.run(req)
     try:

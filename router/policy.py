@@ -114,6 +114,11 @@ class Policy(BaseModel):
         description="keep a conversation on the tier that answered its last turn, unless a rule with "
         "moves_sticky matches",
     )
+    cache: bool = Field(True, description="serve exact repeats from the prompt cache")
+    cache_sampled: bool = Field(
+        False,
+        description="also cache sampled replies (temperature > 0 without a seed); off: deterministic only",
+    )
     rules: tuple[Rule, ...] = Field(min_length=1)
 
     def uses(self, feature: str) -> bool:

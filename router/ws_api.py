@@ -17,13 +17,16 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from router.admission import bearer, identify
 from router.chat import ChatRequest, ChatService, Completed, RouteChosen, TextOut
 from router.errors import (
     DuplicateRequestId,
     FrameTooLarge,
     InvalidParams,
     MalformedJSON,
+    RetryLater,
     SwitchyardError,
+    Unauthorized,
     UnknownMessageType,
 )
 from router.sessions.base import valid_session_id
@@ -36,10 +39,18 @@ log = logging.getLogger(__name__)
 _HARD_FRAME_LIMIT = 4 * 1024 * 1024
 
 
-async def chat_socket(request: web.Request) -> web.WebSocketResponse:
+async def chat_socket(request: web.Request) -> web.StreamResponse:
     cfg = request.app[CONFIG]
     chat = request.app[CHAT]
     metrics = request.app[METRICS]
+    # Browsers cannot set headers on a WebSocket, so the key may also come as ?api_key=.
+    try:
+        tenant = identify(
+            cfg.auth, bearer(request.headers.get("Authorization")) or request.query.get("api_key")
+        )
+    except Unauthorized as exc:
+        metrics.errors.labels(exc.code).inc()
+        return web.json_response({"type": "error", "code": exc.code, "message": exc.message}, status=401)
     ws = web.WebSocketResponse(max_msg_size=max(_HARD_FRAME_LIMIT, cfg.max_frame_bytes), heartbeat=30.0)
     await ws.prepare(request)
     running: dict[str, asyncio.Task[None]] = {}
@@ -54,6 +65,8 @@ async def chat_socket(request: web.Request) -> web.WebSocketResponse:
         frame: dict[str, Any] = {"type": "error", "code": exc.code, "message": exc.message}
         if chat_id is not None:
             frame["id"] = chat_id
+        if isinstance(exc, RetryLater):
+            frame["retry_after_s"] = exc.retry_after_s
         await send(frame)
 
     try:
@@ -80,7 +93,7 @@ async def chat_socket(request: web.Request) -> web.WebSocketResponse:
             kind = msg.get("type")
             try:
                 if kind == "chat":
-                    req = _parse_chat(msg, cfg.max_message_chars)
+                    req = _parse_chat(msg, cfg.max_message_chars, tenant)
                     key = str(req_id := msg["id"])
                     if key in running:
                         raise DuplicateRequestId(f"a chat with id {req_id!r} is already running", param="id")
@@ -159,7 +172,7 @@ def _valid_id(chat_id: Any) -> bool:
     )
 
 
-def _parse_chat(msg: dict[str, Any], max_chars: int) -> ChatRequest:
+def _parse_chat(msg: dict[str, Any], max_chars: int, tenant: str) -> ChatRequest:
     unknown = set(msg) - {"type", "id", "session_id", "message", "params", "system"}
     if unknown:
         raise InvalidParams(f"unknown field(s) in chat: {', '.join(sorted(unknown))}")
@@ -194,4 +207,5 @@ def _parse_chat(msg: dict[str, Any], max_chars: int) -> ChatRequest:
         api="ws",
         session_id=session_id,
         use_session=True,
+        tenant=tenant,
     )
