@@ -278,8 +278,14 @@ def _providers() -> list[str]:
     return ["CUDAExecutionProvider", "CPUExecutionProvider"]
 
 
-def load(model_dir: Path, *, threads: int | None = None) -> OnnxLanguageModel:
-    """Open ``model_dir/model.onnx`` with ``model_dir/config.json``; CUDA when available, else CPU."""
+def load(
+    model_dir: Path, *, threads: int | None = None, io_binding: bool | None = None, cuda: bool = True
+) -> OnnxLanguageModel:
+    """Open ``model_dir/model.onnx`` with ``model_dir/config.json``; CUDA when available, else CPU.
+
+    ``io_binding`` keeps the KV cache in ``OrtValue``s (on the device under CUDA); by default it is
+    on exactly when CUDA is. ``cuda=False`` stays on the CPU even where CUDA is available.
+    """
     config = ModelConfig.from_dict(json.loads((model_dir / "config.json").read_text(encoding="utf-8")))
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or _default_threads()
@@ -290,5 +296,6 @@ def load(model_dir: Path, *, threads: int | None = None) -> OnnxLanguageModel:
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     path = model_dir / "model.onnx"
-    session = ort.InferenceSession(str(path), sess_options=options, providers=_providers())
-    return OnnxLanguageModel(session, config, path)
+    providers = _providers() if cuda else ["CPUExecutionProvider"]
+    session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
+    return OnnxLanguageModel(session, config, path, io_binding=io_binding)

@@ -289,17 +289,21 @@ class GenerationEngine:
             seq.prefilled = seq.cached_tokens = hit.length
 
     def _prefill(self) -> None:
-        """Prefill newcomers within ``prefill_chunk`` tokens: whole short prompts, or one long chunk."""
-        budget = self.prefill_chunk
+        """Prefill newcomers within ``prefill_chunk`` tokens: whole short prompts, or one long chunk.
+
+        A batch of prompts is padded to its longest, so the budget counts rows x longest: the work
+        the model does, not just the real tokens.
+        """
         group: list[_Sequence] = []
+        longest = 0
         for seq in self._prefilling:
             remaining = len(seq.prompt_ids) - seq.prefilled
-            if remaining <= budget:
+            if (len(group) + 1) * max(longest, remaining) <= self.prefill_chunk:
                 group.append(seq)
-                budget -= remaining
+                longest = max(longest, remaining)
                 continue
             if not group:
-                self._prefill_chunk(seq, budget)
+                self._prefill_chunk(seq, self.prefill_chunk)
             break
         if len(group) > 1 and self._batch_prefill is not None:
             self._prefill_together(self._batch_prefill, group)
