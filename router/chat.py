@@ -243,6 +243,24 @@ class ChatService:
             prompt_tokens = (
                 ev.prompt_tokens if not route.failovers else conversation_tokens(self.counter, conversation)
             )
+            # One structured line per chat: who, where, how fast. Never the prompt or reply text.
+            log.info(
+                "chat completed",
+                extra={
+                    "request_id": req.request_id,
+                    "api": req.api,
+                    "tenant": req.tenant,
+                    "target": route.target,
+                    "node": route.node,
+                    "rule": route.rule,
+                    "failovers": len(route.failovers),
+                    "prompt_tokens": prompt_tokens,
+                    "completion_tokens": tokens_before,
+                    "ttft_ms": round(ttft_ms, 2),
+                    "total_ms": round(total_ms, 2),
+                    "finish_reason": ev.finish_reason,
+                },
+            )
             yield Completed(
                 route, session_id, ev.finish_reason, prompt_tokens, tokens_before, ttft_ms, total_ms, text
             )

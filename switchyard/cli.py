@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
-import sys
+
+from switchyard import logfmt
 
 # (module, attribute) pairs; each attribute is a ``register(subparsers)`` function.
 _COMMANDS: tuple[str, ...] = (
@@ -26,6 +26,7 @@ _COMMANDS: tuple[str, ...] = (
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="switchyard", description=__doc__.splitlines()[0])
     parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
+    parser.add_argument("--log-format", choices=("text", "json"), default="text", help="log line format")
     sub = parser.add_subparsers(dest="command", required=True)
     for name in _COMMANDS:
         try:
@@ -41,11 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
-    )
+    logfmt.configure(args.log_level, args.log_format)
     result: int = args.func(args)
     return result
 

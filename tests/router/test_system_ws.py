@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 
 import aiohttp
+import pytest
 
 from router.state import CHAT, FLEET
+from switchyard.logfmt import JsonFormatter
 from tests.router.conftest import NodeProc, StartRouter, start_node, stop_node
 from tests.router.wsclient import LONG_PROMPT, chat, collect
 
@@ -303,3 +306,20 @@ async def test_node_killed_mid_stream_reply_continues_elsewhere(
     finally:
         stop_node(edge)
         stop_node(cloud)
+
+
+async def test_logs_carry_request_ids_but_never_prompt_text(
+    start_router: StartRouter, fleet_nodes: dict[str, NodeProc], caplog: pytest.LogCaptureFixture
+) -> None:
+    secret_prompt = "my password is hunter2-zebra"
+    router = await start_router([fleet_nodes["edge"], fleet_nodes["cloud"]])
+    with caplog.at_level(logging.DEBUG):
+        async with aiohttp.ClientSession() as http, http.ws_connect(router.ws) as ws:
+            result = await chat(ws, secret_prompt, params={"max_tokens": 4})
+    assert result.done is not None
+    done = [r for r in caplog.records if r.getMessage() == "chat completed"]
+    assert done and getattr(done[0], "request_id", "")
+    assert getattr(done[0], "target", "") == result.done["route"]["target"]
+    for record in caplog.records:
+        text = JsonFormatter().format(record)
+        assert "hunter2" not in text and "hunter2" not in record.getMessage()
