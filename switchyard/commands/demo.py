@@ -57,6 +57,8 @@ def _run(args: argparse.Namespace) -> int:
                 "switchyard.cli",
                 "--log-level",
                 args.log_level,
+                "--log-format",
+                args.log_format,
                 kind,
                 "--model",
                 str(model_dir),
