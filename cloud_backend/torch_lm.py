@@ -42,6 +42,25 @@ class TorchLanguageModel:
     def device(self) -> torch.device:
         return self._device
 
+    @property
+    def kv_bytes_per_token(self) -> int:
+        cfg = self.config
+        itemsize = next(self._model.parameters()).element_size()
+        return 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * cfg.head_dim * itemsize
+
+    def trim(self, cache: KVCache, length: int) -> KVCache:
+        c = _as_torch_cache(cache)
+        if c is None or not 0 < length <= c.length:
+            raise ValueError(f"cannot trim a cache of {0 if c is None else c.length} tokens to {length}")
+        return TorchKVCache(tuple((k[:, :, :length], v[:, :, :length]) for k, v in c.layers))
+
+    def detach(self, cache: KVCache) -> KVCache:
+        c = _as_torch_cache(cache)
+        if c is None:
+            raise ValueError("no cache to detach")
+        # Per-sequence tensors already; a trimmed view is copied so it does not pin the longer one.
+        return TorchKVCache(tuple((k.contiguous(), v.contiguous()) for k, v in c.layers))
+
     def prefill(self, token_ids: list[int], cache: KVCache | None = None) -> tuple[Logits, KVCache]:
         if not token_ids:
             raise ValueError("prefill needs at least one token")
