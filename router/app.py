@@ -13,6 +13,7 @@ from aiohttp import web
 
 from router import openai_api, ws_api
 from router.admission import Gate
+from router.calibration import MemoryWindows, RedisWindows, ShareCalibrator
 from router.chat import ChatService
 from router.config import NodeEndpoint, RouterConfig
 from router.fleet import Fleet
@@ -80,6 +81,10 @@ def _resources(policy: PolicyWatcher) -> Any:
 
             scorer = DifficultyClassifier.load(cfg.classifier).score
         app[FLEET] = fleet
+        calibrator = ShareCalibrator(
+            RedisWindows(redis_client) if redis_client is not None else MemoryWindows()
+        )
+        calibrator.start()
         gate = Gate(stores.limiter, cfg.limits, InflightLimiter(cfg.max_inflight), app[METRICS])
         app[CHAT] = ChatService(
             fleet=fleet,
@@ -93,12 +98,14 @@ def _resources(policy: PolicyWatcher) -> Any:
             gate=gate,
             cache=stores.cache,
             cache_ttl_s=cfg.cache.ttl_s,
+            calibrator=calibrator,
         )
         policy.start()
         try:
             yield
         finally:
             await policy.close()
+            await calibrator.close()
             if watcher is not None:
                 await watcher.close()
             for c in fleet.all():

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 
 from router.admission import Gate
 from router.cache import CachedReply, PromptCache, cache_key, cacheable, storable
+from router.calibration import ShareCalibrator
 from router.errors import NoBackendAvailable, UnknownSession, UpstreamFailed
 from router.fleet import Fleet
 from router.metrics import RouterMetrics
@@ -99,6 +100,7 @@ class ChatService:
         gate: Gate | None = None,
         cache: PromptCache | None = None,
         cache_ttl_s: float = 600.0,
+        calibrator: ShareCalibrator | None = None,
     ) -> None:
         self.fleet = fleet
         self.sessions = sessions
@@ -111,6 +113,8 @@ class ChatService:
         self.gate = gate
         self.cache = cache
         self.cache_ttl_s = cache_ttl_s
+        self.calibrator = calibrator
+        self._cloud_share = 0.0
 
     async def run(self, req: ChatRequest) -> AsyncIterator[ChatEvent]:
         started = time.perf_counter()
@@ -231,6 +235,9 @@ class ChatService:
                 per_token = (time.perf_counter() - first_token_at) / (tokens_before - 1)
                 self.metrics.tpot.labels(route.target).observe(per_token)
             self.metrics.routed.labels(route.target).inc()
+            # An exponentially weighted share over roughly the last 200 requests.
+            self._cloud_share += ((route.target == "cloud") - self._cloud_share) / 200
+            self.metrics.cloud_share.set(self._cloud_share)
             self.metrics.completion_tokens.labels(route.target).inc(tokens_before)
             if req.use_session and session_id is not None:
                 # Only a completed reply is stored, with the turn that asked for it.
@@ -331,7 +338,15 @@ class ChatService:
     ) -> Features:
         last_user = next((m.content for m in reversed(conversation) if m.role == "user"), "")
         # The classifier costs tens of microseconds: run it only for policies that read its score.
-        score = self.scorer(last_user) if self.scorer is not None and policy.uses("score") else 0.0
+        score = 0.0
+        threshold = 0.5
+        if self.scorer is not None and policy.uses("score"):
+            score = self.scorer(last_user)
+            if policy.calibration is not None and self.calibrator is not None:
+                self.calibrator.record(score)
+                cal = policy.calibration
+                threshold = self.calibrator.threshold(cal.target_cloud_share, cal.fallback_threshold)
+                self.metrics.score_threshold.set(threshold)
         conv_tokens = conversation_tokens(self.counter, conversation)
         edge_ctx = self.fleet.context_window("edge")
         reserve = min(req.params.max_tokens, edge_ctx // 4) if edge_ctx else 0
@@ -341,6 +356,7 @@ class ChatService:
             conversation_tokens=conv_tokens,
             turn=1 + sum(1 for m in conversation[:-1] if m.role == "user"),
             score=score,
+            score_threshold=threshold,
             tenant=req.tenant,
             model=req.model,
             fits_edge_context=not edge_ctx or conv_tokens + reserve <= edge_ctx,

@@ -61,6 +61,11 @@ class RouterMetrics:
         self.cloud_share = Gauge(
             "switchyard_cloud_share", "Share of recent requests served by the cloud tier", registry=r
         )
+        self.score_threshold = Gauge(
+            "switchyard_score_threshold",
+            "Difficulty score threshold in use (calibrated policies)",
+            registry=r,
+        )
         self.active_streams = Gauge("switchyard_active_streams", "Chats streaming now", registry=r)
         self.nodes_connected = Gauge(
             "switchyard_nodes_connected", "Connected nodes by tier", ["target"], registry=r

@@ -48,6 +48,7 @@ class Features:
     edge_queue_depth: int = 0
     edge_load: float = 0.0
     session_tier: str = ""
+    score_threshold: float = 0.5  # the calibrated threshold, for conditions written "calibrated"
 
 
 class Condition(BaseModel):
@@ -55,8 +56,8 @@ class Condition(BaseModel):
 
     lt: float | None = None
     lte: float | None = None
-    gt: float | None = None
-    gte: float | None = None
+    gt: float | Literal["calibrated"] | None = None
+    gte: float | Literal["calibrated"] | None = None
     eq: Scalar | None = None
     ne: Scalar | None = None
     in_: tuple[Scalar, ...] | None = Field(None, alias="in")
@@ -67,7 +68,8 @@ class Condition(BaseModel):
             raise ValueError("a condition needs at least one of lt, lte, gt, gte, eq, ne, in")
         return self
 
-    def holds(self, value: Scalar) -> bool:
+    def holds(self, value: Scalar, calibrated: float = 0.5) -> bool:
+        """Does ``value`` satisfy every bound? ``calibrated`` stands in for the word "calibrated"."""
         if self.eq is not None and value != self.eq:
             return False
         if self.ne is not None and value == self.ne:
@@ -78,15 +80,21 @@ class Condition(BaseModel):
             if isinstance(value, str):
                 return False
             v = float(value)
+            gt = calibrated if self.gt == "calibrated" else self.gt
+            gte = calibrated if self.gte == "calibrated" else self.gte
             if (self.lt is not None and not v < self.lt) or (self.lte is not None and not v <= self.lte):
                 return False
-            if (self.gt is not None and not v > self.gt) or (self.gte is not None and not v >= self.gte):
+            if (gt is not None and not v > gt) or (gte is not None and not v >= gte):
                 return False
         return True
 
     def describe(self) -> str:
         ops = {"lt": "<", "lte": "<=", "gt": ">", "gte": ">=", "eq": "==", "ne": "!=", "in_": "in"}
         return " and ".join(f"{ops[k]} {_num(v)}" for k, v in self if v is not None and k in ops)
+
+    def describe_with(self, calibrated: float) -> str:
+        text = self.describe()
+        return text.replace("calibrated", f"calibrated {calibrated:.3f}") if "calibrated" in text else text
 
 
 class Rule(BaseModel):
@@ -103,6 +111,17 @@ class Rule(BaseModel):
     )
 
 
+class Calibration(BaseModel):
+    """Route by a target cloud share instead of a fixed score threshold."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    target_cloud_share: float = Field(ge=0.0, le=1.0, description="share of traffic the score rules send on")
+    fallback_threshold: float = Field(
+        0.5, ge=0.0, le=1.0, description="threshold until enough traffic is seen"
+    )
+
+
 class Policy(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -113,6 +132,9 @@ class Policy(BaseModel):
         True,
         description="keep a conversation on the tier that answered its last turn, unless a rule with "
         "moves_sticky matches",
+    )
+    calibration: Calibration | None = Field(
+        None, description="makes `score: {gte: calibrated}` track a target cloud share of recent traffic"
     )
     cache: bool = Field(True, description="serve exact repeats from the prompt cache")
     cache_sampled: bool = Field(
@@ -128,11 +150,20 @@ class Policy(BaseModel):
     def _last_rule_catches_all(self) -> Policy:
         if self.rules[-1].when:
             raise ValueError("the last rule must have no conditions, so every request gets a route")
+        calibrated = any("calibrated" in (c.gt, c.gte) for r in self.rules for c in r.when.values())
+        if calibrated and self.calibration is None:
+            raise ValueError('a condition uses "calibrated" but the policy has no calibration section')
         return self
 
 
 def _num(v: object) -> object:
     return int(v) if isinstance(v, float) and v.is_integer() else v
+
+
+def _fmt(v: object) -> str:
+    if isinstance(v, float) and not v.is_integer():
+        return f"{v:.3f}"
+    return repr(_num(v))
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,7 +181,9 @@ def decide(policy: Policy, features: Features) -> Decision:
     for rule in policy.rules:
         if sticky and not rule.moves_sticky:
             continue
-        if all(cond.holds(getattr(features, feat)) for feat, cond in rule.when.items()):
+        if all(
+            cond.holds(getattr(features, feat), features.score_threshold) for feat, cond in rule.when.items()
+        ):
             why = ", ".join(
                 f"{feat}={_num(getattr(features, feat))!r} {cond.describe()}"
                 for feat, cond in rule.when.items()
