@@ -214,3 +214,12 @@ def test_shipped_schema_is_current() -> None:
 
     shipped = json.loads((POLICIES_DIR / "policy.schema.json").read_text())
     assert shipped == policy_json_schema(), "run: switchyard policy schema > policies/policy.schema.json"
+
+
+def test_cloud_share_policy_uses_the_calibrated_threshold() -> None:
+    policy = load_policy(POLICIES_DIR / "cloud-share.yaml")
+    hard = Features(prompt_tokens=9, conversation_tokens=9, score=0.42, score_threshold=0.4)
+    easy = Features(prompt_tokens=9, conversation_tokens=9, score=0.38, score_threshold=0.4)
+    assert decide(policy, hard).rule == "hardest-share"
+    assert "calibrated 0.400" in decide(policy, hard).reason
+    assert decide(policy, easy).target == "edge"
