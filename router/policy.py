@@ -185,7 +185,7 @@ def decide(policy: Policy, features: Features) -> Decision:
             cond.holds(getattr(features, feat), features.score_threshold) for feat, cond in rule.when.items()
         ):
             why = ", ".join(
-                f"{feat}={_num(getattr(features, feat))!r} {cond.describe()}"
+                f"{feat}={_fmt(getattr(features, feat))} {cond.describe_with(features.score_threshold)}"
                 for feat, cond in rule.when.items()
             )
             return Decision(
