@@ -1,10 +1,12 @@
 """``switchyard bench edge``: an edge node on the demo model, measured over the node protocol.
 
-The benchmark starts a real node server on a loopback port and talks to it with the router's own
-node client over WebSocket, so every figure includes the protocol, the event loop and the engine:
+The benchmark starts the edge daemon (``switchyard edge``) in a child process on a loopback port and
+talks to it with the router's own node client over WebSocket, so every figure includes the protocol,
+the event loop and the engine, and the client does not share the node's interpreter:
 
-* aggregate tokens/s with 1, 4, 8 and 16 concurrent streams (greedy, EOS ignored);
-* time to first token (p50 and p99) over every stream of those runs;
+* aggregate tokens/s with 1, 4, 8 and 16 concurrent streams (greedy, EOS ignored; best of
+  ``--rounds`` rounds);
+* time to first token (p50 and p99) over every stream of those runs (all rounds);
 * time to first token of a follow-up turn after a long history (about 900 tokens: the demo edge
   model's window is 1,024), cold (no session) against the same turn sent in its session, whose
   previous turn the node may still hold.
@@ -16,11 +18,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import os
 import secrets
+import socket
 import statistics
+import sys
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +34,8 @@ from typing import Any
 from switchyard import wire
 
 CONCURRENCY = (1, 4, 8, 16)
+_SECRET_ENV = "SWITCHYARD_BENCH_SECRET"
+_START_TIMEOUT_S = 60.0
 _PROMPTS = (
     "Tell me about rivers.",
     "How does a compiler work?",
@@ -84,13 +92,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--data-dir", type=Path, default=None, help="where the demo models are cached")
     p.add_argument("--tokens", type=int, default=64, help="tokens generated per stream (default 64)")
+    p.add_argument(
+        "--rounds", type=int, default=3, help="rounds per concurrency level, best kept (default 3)"
+    )
     p.add_argument("--json", action="store_true", help="end with one JSON line of the figures")
     p.set_defaults(func=_main)
 
 
 def _main(args: argparse.Namespace) -> int:
     model_dir: Path = args.model or _demo_edge_model(args.data_dir)
-    report = asyncio.run(run_bench(model_dir, tokens_per_stream=args.tokens, log=print))
+    report = asyncio.run(run_bench(model_dir, tokens_per_stream=args.tokens, rounds=args.rounds, log=print))
     if args.json:
         print(json.dumps(report.as_json()))
     return 0
@@ -103,68 +114,126 @@ def _demo_edge_model(data_dir: Path | None) -> Path:
     return ensure_models(data_dir or default_data_dir()).edge
 
 
-async def run_bench(model_dir: Path, *, tokens_per_stream: int = 64, log: Any = None) -> BenchReport:
+async def run_bench(
+    model_dir: Path, *, tokens_per_stream: int = 64, rounds: int = 3, log: Any = None
+) -> BenchReport:
     """Serve ``model_dir`` on loopback, measure it and return the figures; ``log`` gets progress lines."""
     import aiohttp
-    from aiohttp import web
+    import onnxruntime as ort
 
-    from edge_runtime.onnx_lm import load
     from router.config import NodeEndpoint
     from router.upstream.node_client import NodeClient
-    from switchyard.node_server import NodeOptions, build_node_app
     from switchyard.tokenizer import ChatTokenizer
 
     say = log or (lambda _line: None)
     secret = secrets.token_hex(8)
-    lm = load(model_dir)
-    opts = NodeOptions(model_dir=model_dir, kind="edge", node_id="bench-edge", secret=secret, max_running=16)
-    runner = web.AppRunner(build_node_app(lm, opts))
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    endpoint = NodeEndpoint(id="bench-edge", url=f"ws://127.0.0.1:{port}/node", kind="edge")
-    try:
-        async with aiohttp.ClientSession() as http:
-            client = NodeClient(endpoint, http, router_id="bench", secret=secret)
-            client.start()
-            try:
-                if not await client.wait_connected(30.0):
-                    raise RuntimeError(f"bench node did not accept the connection: {client.last_error}")
-                say(f"node on {endpoint.url}, model {model_dir}, providers {lm.providers}")
-                tokens_per_s: dict[str, float] = {}
-                ttfts: list[float] = []
-                await _throughput(client, 2, 8)  # warm the path end to end before timing
-                for streams in CONCURRENCY:
+    async with aiohttp.ClientSession() as http, _edge_node(http, model_dir, secret) as url:
+        endpoint = NodeEndpoint(id="bench-edge", url=url, kind="edge")
+        client = NodeClient(endpoint, http, router_id="bench", secret=secret)
+        client.start()
+        try:
+            if not await client.wait_connected(30.0):
+                raise RuntimeError(f"bench node did not accept the connection: {client.last_error}")
+            say(f"edge node on {url}, model {model_dir}")
+            tokens_per_s: dict[str, float] = {}
+            ttfts: list[float] = []
+            await _throughput(client, 2, 8)  # warm the path end to end before timing
+            for streams in CONCURRENCY:
+                # Best of a few rounds: the machine is shared, and a run of a few tens of
+                # milliseconds is easily interrupted; the best round is the node's own speed.
+                rates: list[float] = []
+                for _ in range(rounds):
                     rate, stats = await _throughput(client, streams, tokens_per_stream)
-                    tokens_per_s[str(streams)] = round(rate, 1)
+                    rates.append(rate)
                     ttfts += [s.ttft_s for s in stats]
-                    say(f"{streams:>2} streams: {rate:8.1f} tokens/s")
-                ttft_ms = {
-                    "p50": round(_percentile(ttfts, 50) * 1e3, 2),
-                    "p99": round(_percentile(ttfts, 99) * 1e3, 2),
-                }
-                say(f"TTFT over {len(ttfts)} streams: p50 {ttft_ms['p50']} ms, p99 {ttft_ms['p99']} ms")
-                history = _history(ChatTokenizer(model_dir), target_tokens=900)
-                history_tokens = len(ChatTokenizer(model_dir).encode_chat(history))
-                cold, reused = await _followups(client, history)
-                followup = {"cold": round(cold * 1e3, 2), "reused": round(reused * 1e3, 2)}
-                say(
-                    f"follow-up after {history_tokens} tokens of history: cold {followup['cold']} ms, "
-                    f"prefix reused {followup['reused']} ms"
-                )
-            finally:
-                await client.close()
-    finally:
-        await runner.cleanup()
+                tokens_per_s[str(streams)] = round(max(rates), 1)
+                say(f"{streams:>2} streams: {max(rates):8.1f} tokens/s (best of {rounds})")
+            ttft_ms = {
+                "p50": round(_percentile(ttfts, 50) * 1e3, 2),
+                "p99": round(_percentile(ttfts, 99) * 1e3, 2),
+            }
+            say(f"TTFT over {len(ttfts)} streams: p50 {ttft_ms['p50']} ms, p99 {ttft_ms['p99']} ms")
+            tokenizer = ChatTokenizer(model_dir)
+            history = _history(tokenizer, target_tokens=900)
+            history_tokens = len(tokenizer.encode_chat(history))
+            cold, reused = await _followups(client, history)
+            followup = {"cold": round(cold * 1e3, 2), "reused": round(reused * 1e3, 2)}
+            say(
+                f"follow-up after {history_tokens} tokens of history: cold {followup['cold']} ms, "
+                f"prefix reused {followup['reused']} ms"
+            )
+        finally:
+            await client.close()
     return BenchReport(
         tokens_per_s=tokens_per_s,
         ttft_ms=ttft_ms,
         followup_ttft_ms=followup,
         history_tokens=history_tokens,
         tokens_per_stream=tokens_per_stream,
-        device=",".join(lm.providers[:1]),
+        device="CUDAExecutionProvider"
+        if "CUDAExecutionProvider" in ort.get_available_providers()
+        else "CPUExecutionProvider",
     )
+
+
+@contextlib.asynccontextmanager
+async def _edge_node(http: Any, model_dir: Path, secret: str) -> AsyncIterator[str]:
+    """``switchyard edge`` in a child process (the daemon as deployed, with its own interpreter)."""
+    port = _free_port()
+    env = {**os.environ, _SECRET_ENV: secret}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "switchyard.cli",
+        "--log-level",
+        "WARNING",
+        "edge",
+        "--model",
+        str(model_dir),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--node-id",
+        "bench-edge",
+        "--secret-env",
+        _SECRET_ENV,
+        env=env,
+    )
+    try:
+        await _wait_ready(http, f"http://127.0.0.1:{port}/readyz", proc, _START_TIMEOUT_S)
+        yield f"ws://127.0.0.1:{port}/node"
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+            try:
+                await asyncio.wait_for(proc.wait(), 15)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+
+
+async def _wait_ready(http: Any, url: str, proc: asyncio.subprocess.Process, within_s: float) -> None:
+    import aiohttp
+
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        if proc.returncode is not None:
+            raise RuntimeError(f"the edge node exited with code {proc.returncode} before it was ready")
+        try:
+            async with http.get(url, timeout=aiohttp.ClientTimeout(total=1.0)) as resp:
+                if resp.status == 200:
+                    return
+        except (aiohttp.ClientError, TimeoutError):
+            pass
+        await asyncio.sleep(0.1)
+    raise RuntimeError(f"the edge node was not ready within {within_s:.0f}s")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 async def _stream(

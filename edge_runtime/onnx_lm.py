@@ -33,6 +33,7 @@ _NP_DTYPES: dict[str, type[np.generic]] = {
     "tensor(int64)": np.int64,
     "tensor(int32)": np.int32,
 }
+_ONE_THREAD_BELOW_PARAMS = 20_000_000
 _PAST_NAME = re.compile(r"past_key_values\.(\d+)\.(key|value)")
 
 
@@ -262,10 +263,19 @@ def _as_onnx_cache(cache: KVCache) -> OnnxKVCache:
     raise TypeError(f"expected an OnnxKVCache, got {type(cache).__name__}")
 
 
-def _default_threads() -> int:
-    # Beyond a handful of threads a small decoder spends more time synchronising than computing.
+def _default_threads(config: ModelConfig) -> int:
+    # Beyond a handful of threads a small decoder spends more time synchronising than computing;
+    # a very small one (the demo's ~1M parameters) is fastest on one thread, which also leaves the
+    # other cores to the event loop that streams its tokens out.
+    if _approx_parameters(config) < _ONE_THREAD_BELOW_PARAMS:
+        return 1
     available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     return max(1, min(available, 8))
+
+
+def _approx_parameters(config: ModelConfig) -> int:
+    per_layer = 4 * config.hidden_size**2 + 3 * config.hidden_size * config.intermediate_size
+    return config.vocab_size * config.hidden_size + config.num_hidden_layers * per_layer
 
 
 def _providers() -> list[str]:
@@ -288,7 +298,7 @@ def load(
     """
     config = ModelConfig.from_dict(json.loads((model_dir / "config.json").read_text(encoding="utf-8")))
     options = ort.SessionOptions()
-    options.intra_op_num_threads = threads or _default_threads()
+    options.intra_op_num_threads = threads or _default_threads(config)
     options.inter_op_num_threads = 1
     # Spinning workers would hold the cores between steps, starving the event loop that streams
     # the tokens out (and, on a small box, everything else).

@@ -9,7 +9,9 @@ its loop:
 2. prefills newcomers within a budget of ``prefill_chunk`` prompt tokens: several short prompts in
    one model call when the runtime can (``BatchPrefill``), a long one in chunks over several turns,
    so a long prompt never stalls the running streams for more than one chunk;
-3. advances every running sequence by one token in one ``decode`` call.
+3. advances every running sequence by one token in one ``decode`` call;
+4. hands the events to the asyncio side, at most every ``stream_interval_s`` for running text
+   (first tokens and endings at once), so a stream's tokens between two hand-overs go as one chunk.
 
 A sequence leaves the batch the moment it finishes or is cancelled. When a request names a session,
 the keys and values of its turn are kept afterwards (``SessionKVStore``, LRU within
@@ -23,9 +25,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import threading
-from collections.abc import AsyncIterator, Callable, Sequence
+import time
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -71,7 +75,8 @@ class QueueFull(Exception):
 class _Sequence:
     messages: tuple[ChatMessage, ...]
     params: SamplingParams
-    emit: Callable[[Event], None]
+    loop: asyncio.AbstractEventLoop
+    queue: asyncio.Queue[Event]
     session_id: str = ""
     continue_text: str = ""
     prompt_ids: list[int] = field(default_factory=list)
@@ -80,6 +85,7 @@ class _Sequence:
     prefilled: int = 0  # prompt tokens in ``cache``
     cached_tokens: int = 0
     reserved_bytes: int = 0
+    sent_text: bool = False
     last_token: int = -1
     generated: int = 0
     pending_tokens: int = 0
@@ -103,6 +109,7 @@ class GenerationEngine:
         max_kv_bytes: int | None = None,
         session_kv_bytes: int = 64 * 1024 * 1024,
         prefill_chunk: int = 256,
+        stream_interval_s: float = 0.002,
     ) -> None:
         if prefill_chunk < 1:
             raise ValueError(f"prefill_chunk must be at least 1, got {prefill_chunk}")
@@ -112,6 +119,7 @@ class GenerationEngine:
         self.max_queued = max_queued
         self.max_kv_bytes = max_kv_bytes
         self.prefill_chunk = prefill_chunk
+        self.stream_interval_s = stream_interval_s
         self._ops = lm if isinstance(lm, CacheOps) else None
         self._batch_prefill = lm if isinstance(lm, BatchPrefill) else None
         self._kv_per_token = self._ops.kv_bytes_per_token if self._ops else _estimated_kv_per_token(lm)
@@ -123,6 +131,9 @@ class GenerationEngine:
         self._reserved_bytes = 0
         self._sessions = SessionKVStore(session_kv_bytes)
         self._session_ids: tuple[str, ...] = ()  # a snapshot for other threads; only the worker writes
+        self._outbox: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Queue[Event], Event]]] = {}
+        self._urgent = False
+        self._last_flush = 0.0
         self._closed = False
         self._thread: threading.Thread | None = None
         banned = tokenizer.banned_ids
@@ -174,16 +185,12 @@ class GenerationEngine:
         generation continues rather than starts over. Text that piles up while the consumer is busy
         comes as one larger chunk, so a slow consumer costs one message per wake-up, not per token.
         """
-        loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Event] = asyncio.Queue()
-
-        def emit(ev: Event) -> None:
-            loop.call_soon_threadsafe(queue.put_nowait, ev)
-
         seq = _Sequence(
             messages=tuple(messages),
             params=params,
-            emit=emit,
+            loop=asyncio.get_running_loop(),
+            queue=queue,
             session_id=session_id,
             continue_text=continue_text,
         )
@@ -224,6 +231,7 @@ class GenerationEngine:
         while True:
             with self._lock:
                 while not (self._closed or self._inbox or self._waiting or self._prefilling or self._running):
+                    self._flush(force=True)
                     self._lock.wait()
                 if self._closed:
                     break
@@ -233,8 +241,37 @@ class GenerationEngine:
             self._admit()
             self._prefill()
             self._step()
+            self._flush()
         for seq in [*self._running, *self._prefilling, *self._waiting, *self._inbox]:
-            seq.emit(Failed("shutting_down", "the node is shutting down"))
+            self._emit(seq, Failed("shutting_down", "the node is shutting down"))
+        self._flush(force=True)
+
+    def _emit(self, seq: _Sequence, ev: Event) -> None:
+        self._outbox.setdefault(seq.loop, []).append((seq.queue, ev))
+        # A stream's first text and its ending go out at the end of this iteration; the rest may wait.
+        if not isinstance(ev, TextChunk) or not seq.sent_text:
+            self._urgent = True
+        seq.sent_text = True
+
+    def _flush(self, *, force: bool = False) -> None:
+        """Hand pending events to their event loops: one wake-up per loop, not per token.
+
+        Waking a loop writes to its self-pipe, and each event becomes a frame on the wire; per token
+        that costs more than the model step of a small model. So text is handed over at most every
+        ``stream_interval_s`` (a stream's tokens in between travel as one chunk), while first tokens
+        and endings go at once.
+        """
+        if not self._outbox:
+            return
+        now = time.monotonic()
+        if not (force or self._urgent or now - self._last_flush >= self.stream_interval_s):
+            return
+        for loop, items in self._outbox.items():
+            with contextlib.suppress(RuntimeError):  # the loop has closed: nobody is listening
+                loop.call_soon_threadsafe(_deliver, items)
+        self._outbox = {}
+        self._urgent = False
+        self._last_flush = now
 
     def _drop_cancelled(self) -> None:
         for active in (self._running, self._prefilling):
@@ -258,7 +295,7 @@ class GenerationEngine:
                 except Exception as exc:
                     log.exception("could not prepare a request")
                     self._pop_waiting(seq)
-                    seq.emit(Failed("bad_request", f"could not encode the chat: {type(exc).__name__}"))
+                    self._emit(seq, Failed("bad_request", f"could not encode the chat: {type(exc).__name__}"))
                     continue
             need = (len(seq.prompt_ids) + seq.max_new) * self._kv_per_token
             over = self.max_kv_bytes is not None and self._reserved_bytes + need > self.max_kv_bytes
@@ -318,7 +355,7 @@ class GenerationEngine:
         except Exception as exc:
             log.exception("prefill failed")
             self._leave(seq)
-            seq.emit(Failed("inference_error", f"prefill failed: {type(exc).__name__}"))
+            self._emit(seq, Failed("inference_error", f"prefill failed: {type(exc).__name__}"))
             return
         seq.prefilled += len(chunk)
 
@@ -335,7 +372,7 @@ class GenerationEngine:
             log.exception("prefill failed; failing the %d streams in it", len(group))
             for seq in group:
                 self._leave(seq)
-                seq.emit(Failed("inference_error", f"prefill failed: {type(exc).__name__}"))
+                self._emit(seq, Failed("inference_error", f"prefill failed: {type(exc).__name__}"))
             return
         logits = self._mask(logits)
         for i, seq in enumerate(group):
@@ -380,7 +417,7 @@ class GenerationEngine:
             log.exception("decode step failed; failing the %d streams in it", len(batch))
             for seq in batch:
                 self._leave(seq)
-                seq.emit(Failed("inference_error", f"decode step failed: {type(exc).__name__}"))
+                self._emit(seq, Failed("inference_error", f"decode step failed: {type(exc).__name__}"))
             return
         logits = self._mask(logits)
         for i, seq in enumerate(batch):
@@ -399,7 +436,7 @@ class GenerationEngine:
         seq.last_token = token
         text, stopped = seq.stopper.feed(seq.decoder.push(token))
         if text:
-            seq.emit(TextChunk(text, seq.pending_tokens))
+            self._emit(seq, TextChunk(text, seq.pending_tokens))
             seq.pending_tokens = 0
         if stopped:
             self._finish(seq, "stop", flush=False)
@@ -413,10 +450,10 @@ class GenerationEngine:
             tail, stopped = seq.stopper.feed(seq.decoder.flush())
             tail += "" if stopped else seq.stopper.flush()
         if tail:
-            seq.emit(TextChunk(tail, seq.pending_tokens))
+            self._emit(seq, TextChunk(tail, seq.pending_tokens))
         self._keep_session(seq)
         self._leave(seq)
-        seq.emit(Finished(reason, len(seq.prompt_ids), seq.generated, seq.cached_tokens))
+        self._emit(seq, Finished(reason, len(seq.prompt_ids), seq.generated, seq.cached_tokens))
 
     def _keep_session(self, seq: _Sequence) -> None:
         """Keep the finished turn's keys and values for the session's next turn."""
@@ -440,6 +477,11 @@ class GenerationEngine:
         self._reserved_bytes -= seq.reserved_bytes
         seq.reserved_bytes = 0
         seq.cache = None
+
+
+def _deliver(items: list[tuple[asyncio.Queue[Event], Event]]) -> None:
+    for queue, ev in items:
+        queue.put_nowait(ev)
 
 
 def _estimated_kv_per_token(lm: LanguageModel) -> int:

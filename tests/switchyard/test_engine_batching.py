@@ -263,3 +263,17 @@ async def test_runtime_without_the_optional_methods_still_serves(model_dir: Path
     assert all(done.completion_tokens == GREEDY.max_tokens for _, done in results)
     assert set(engine.sessions()) == {f"s{i}" for i in range(len(PROMPTS))}
     assert again.cached_tokens == 0 or again.cached_tokens < again.prompt_tokens
+
+
+async def test_running_text_is_handed_over_at_the_stream_interval(model_dir: Path) -> None:
+    engine, _ = make_engine(model_dir, stream_interval_s=60.0)
+    params = SamplingParams(max_tokens=40, temperature=0.0, ignore_eos=True)
+    chunks: list[int] = []
+    try:
+        async for ev in engine.generate(chat("Tell me about rivers."), params):
+            if isinstance(ev, TextChunk):
+                chunks.append(ev.tokens)
+    finally:
+        engine.close()
+    # The first text goes at once; the rest waits for the ending, which is never held back.
+    assert sum(chunks) == 40 and len(chunks) <= 3 and chunks[0] <= 2
