@@ -73,10 +73,13 @@ async def test_conversation_sticks_to_its_tier(
     router = await start_router([fleet_nodes["edge"], fleet_nodes["cloud"]])
     long = "Tell me everything about " + "rivers and mountains and " * 12
     async with aiohttp.ClientSession() as http, http.ws_connect(router.ws) as ws:
-        first = await chat(ws, "Hi!", chat_id="1", params={"max_tokens": 3})
-        assert first.done is not None and first.done["route"]["target"] == "edge"
+        first = await chat(ws, long, chat_id="1", params={"max_tokens": 3})
+        assert first.done is not None and first.done["route"]["target"] == "cloud"
         sid = first.done["session_id"]
-        second = await chat(ws, long, chat_id="2", session_id=sid, params={"max_tokens": 3})
+        second = await chat(ws, "Thanks!", chat_id="2", session_id=sid, params={"max_tokens": 3})
         assert second.done is not None
-        assert second.done["route"]["target"] == "edge"  # a long prompt, but the chat stays put
+        assert second.done["route"]["target"] == "cloud"  # a short follow-up, but the chat stays put
         assert second.done["route"]["reason"].startswith("sticky")
+        # A new conversation with the same short prompt goes to the edge.
+        third = await chat(ws, "Thanks!", chat_id="3", params={"max_tokens": 3})
+        assert third.done is not None and third.done["route"]["target"] == "edge"
