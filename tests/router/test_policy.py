@@ -27,10 +27,11 @@ DEFAULT = load_policy(POLICIES_DIR / "default.yaml")
         ),
         (
             Features(prompt_tokens=500, conversation_tokens=900, session_tier="edge"),
-            "edge",
-            ("cloud",),
-            "sticky",
+            "cloud",
+            ("edge",),
+            "long-prompt",
         ),
+        (Features(prompt_tokens=5, conversation_tokens=900, session_tier="edge"), "edge", ("cloud",), "sticky"),
         (
             Features(prompt_tokens=5, conversation_tokens=900, session_tier="cloud"),
             "cloud",
