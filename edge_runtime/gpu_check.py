@@ -52,13 +52,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 def run_check(shape: str, model_dir: Path | None, *, steps: int, prompt: int, quiet: bool) -> dict[str, Any]:
     import onnxruntime as ort
 
-    from edge_runtime.onnx_lm import load
+    from edge_runtime.onnx_lm import cuda_available, load
 
     def say(line: str) -> None:
         if not quiet:
             print(line, file=sys.stderr, flush=True)
 
-    cuda = "CUDAExecutionProvider" in ort.get_available_providers()
+    cuda = cuda_available()
     report: dict[str, Any] = {
         "onnxruntime": ort.__version__,
         "available_providers": ort.get_available_providers(),

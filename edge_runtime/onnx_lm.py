@@ -278,14 +278,28 @@ def _approx_parameters(config: ModelConfig) -> int:
     return config.vocab_size * config.hidden_size + config.num_hidden_layers * per_layer
 
 
+_preloaded = False
+
+
+def cuda_available() -> bool:
+    """Whether onnxruntime can run on CUDA here, after loading the CUDA libraries of the GPU wheel.
+
+    onnxruntime-gpu (>= 1.21) finds CUDA and cuDNN installed as pip wheels only once
+    ``preload_dlls()`` has run, so that comes first; the CPU wheel has nothing to preload.
+    """
+    global _preloaded
+    if not _preloaded and ort.get_device() == "GPU":
+        preload = getattr(ort, "preload_dlls", None)
+        if preload is not None:
+            preload()
+        _preloaded = True
+    return "CUDAExecutionProvider" in ort.get_available_providers()
+
+
 def _providers() -> list[str]:
-    available = ort.get_available_providers()
-    if "CUDAExecutionProvider" not in available:
-        return ["CPUExecutionProvider"]
-    preload = getattr(ort, "preload_dlls", None)
-    if preload is not None:  # onnxruntime-gpu >= 1.21: find CUDA/cuDNN from the pip wheels
-        preload()
-    return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    if cuda_available():
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
 
 
 def load(
