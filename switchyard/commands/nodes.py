@@ -28,6 +28,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             help="environment variable holding the cluster secret routers must present",
         )
         p.add_argument("--drain-grace-s", type=float, default=30.0, help="on SIGTERM, time to finish streams")
+        p.add_argument(
+            "--max-kv-mib",
+            type=int,
+            default=None,
+            help="KV memory for running sequences; beyond it requests queue",
+        )
+        p.add_argument(
+            "--session-kv-mib", type=int, default=64, help="KV kept for sessions' next turns (LRU), in MiB"
+        )
         p.add_argument("--redis-url", default=None, help="announce this node in the fleet registry there")
         p.add_argument(
             "--advertise-url", default=None, help="node URL for routers (default ws://HOST:PORT/node)"
@@ -57,6 +66,8 @@ def _run(args: argparse.Namespace) -> int:
         secret=os.environ.get(args.secret_env, ""),
         max_running=args.max_running,
         max_queued=args.max_queued,
+        max_kv_bytes=args.max_kv_mib * 2**20 if args.max_kv_mib else None,
+        session_kv_bytes=args.session_kv_mib * 2**20,
     )
     if args.kind == "edge":
         from edge_runtime.daemon import build_app
