@@ -45,7 +45,7 @@ async def test_failed_step_fails_its_streams_and_the_engine_recovers(demo_models
     from edge_runtime.onnx_lm import load
 
     model = FlakyModel(load(demo_models.edge))
-    engine = GenerationEngine(model, ChatTokenizer(demo_models.edge), max_running=2)  # type: ignore[arg-type]
+    engine = GenerationEngine(model, ChatTokenizer(demo_models.edge), max_running=2)
     engine.start()
     try:
         # Two streams running; a third waits for a slot and is not part of the failing step.
