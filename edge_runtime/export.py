@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from cloud_backend.llama import LlamaForCausalLM, load_llama
+from switchyard.lm import ModelConfig
 
 ONNX_NAME = "model.onnx"
 # Files of a Hugging Face folder that the ONNX folder needs as they are.
@@ -49,6 +50,34 @@ def io_names(num_layers: int) -> tuple[list[str], list[str]]:
     return inputs, outputs
 
 
+def trace_signature(
+    config: ModelConfig, *, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu"
+) -> tuple[tuple[torch.Tensor, ...], list[str], list[str], dict[str, dict[int, str]]]:
+    """Sample inputs, names and dynamic axes for tracing a decoder into the Optimum layout.
+
+    The sample has a non-empty past (batch 2, 3 new tokens after 4 cached) so that no shape is
+    specialised to zero or one; exporters check the zero-past case separately.
+    """
+    batch, seq, past_len = 2, 3, 4
+    kv_shape = (batch, config.num_key_value_heads, past_len, config.head_dim)
+    input_ids = torch.zeros((batch, seq), dtype=torch.long, device=device)
+    attention_mask = torch.ones((batch, past_len + seq), dtype=torch.long, device=device)
+    position_ids = torch.arange(past_len, past_len + seq, device=device).expand(batch, -1)
+    past = [torch.zeros(kv_shape, dtype=dtype, device=device)] * (2 * config.num_hidden_layers)
+    inputs, outputs = io_names(config.num_hidden_layers)
+    dynamic_axes: dict[str, dict[int, str]] = {
+        "input_ids": {0: "batch_size", 1: "sequence_length"},
+        "attention_mask": {0: "batch_size", 1: "total_sequence_length"},
+        "position_ids": {0: "batch_size", 1: "sequence_length"},
+        "logits": {0: "batch_size", 1: "sequence_length"},
+    }
+    for name in inputs[3:]:
+        dynamic_axes[name] = {0: "batch_size", 2: "past_sequence_length"}
+    for name in outputs[1:]:
+        dynamic_axes[name] = {0: "batch_size", 2: "total_sequence_length"}
+    return (input_ids, attention_mask, position_ids, *past), inputs, outputs, dynamic_axes
+
+
 def export_onnx(
     model: LlamaForCausalLM, path: Path, *, opset: int = 17, check: bool = True, fp16: bool = False
 ) -> Path:
@@ -63,30 +92,14 @@ def export_onnx(
     config = model.config
     model = model.eval()
     param = next(model.parameters())
-    batch, seq, past_len = 2, 3, 4
-    kv_shape = (batch, config.num_key_value_heads, past_len, config.head_dim)
-    input_ids = torch.zeros((batch, seq), dtype=torch.long, device=param.device)
-    attention_mask = torch.ones((batch, past_len + seq), dtype=torch.long, device=param.device)
-    position_ids = torch.arange(past_len, past_len + seq, device=param.device).expand(batch, -1)
-    past = [torch.zeros(kv_shape, dtype=param.dtype, device=param.device)] * (2 * config.num_hidden_layers)
-    inputs, outputs = io_names(config.num_hidden_layers)
-    dynamic_axes: dict[str, dict[int, str]] = {
-        "input_ids": {0: "batch_size", 1: "sequence_length"},
-        "attention_mask": {0: "batch_size", 1: "total_sequence_length"},
-        "position_ids": {0: "batch_size", 1: "sequence_length"},
-        "logits": {0: "batch_size", 1: "sequence_length"},
-    }
-    for name in inputs[3:]:
-        dynamic_axes[name] = {0: "batch_size", 2: "past_sequence_length"}
-    for name in outputs[1:]:
-        dynamic_axes[name] = {0: "batch_size", 2: "total_sequence_length"}
+    sample, inputs, outputs, dynamic_axes = trace_signature(config, dtype=param.dtype, device=param.device)
     path.parent.mkdir(parents=True, exist_ok=True)
     # The TorchScript exporter is deprecated but handles the dynamic past length without fuss.
     with torch.inference_mode(), warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(
             _OptimumSignature(model),
-            (input_ids, attention_mask, position_ids, *past),
+            sample,
             str(path),
             input_names=inputs,
             output_names=outputs,

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from cloud_backend.llama import attention_bias
-from edge_runtime.export import ONNX_NAME, io_names
+from edge_runtime.export import ONNX_NAME, io_names, trace_signature
 from edge_runtime.hf_config import runtime_config
 from edge_runtime.tokenizer_files import copy_tokenizer
 from switchyard.lm import ModelConfig
@@ -107,23 +107,7 @@ def export_hf_dir(hf_dir: Path, out_dir: Path, *, opset: int = 17, external_data
 def _export(
     model: nn.Module, config: ModelConfig, path: Path, *, opset: int, external_data: bool | None
 ) -> None:
-    batch, seq, past_len = 2, 3, 4  # a non-empty past, so that no shape is specialised to zero
-    kv_shape = (batch, config.num_key_value_heads, past_len, config.head_dim)
-    input_ids = torch.zeros((batch, seq), dtype=torch.long)
-    attention_mask = torch.ones((batch, past_len + seq), dtype=torch.long)
-    position_ids = torch.arange(past_len, past_len + seq).expand(batch, -1)
-    past = [torch.zeros(kv_shape)] * (2 * config.num_hidden_layers)
-    inputs, outputs = io_names(config.num_hidden_layers)
-    dynamic_axes: dict[str, dict[int, str]] = {
-        "input_ids": {0: "batch_size", 1: "sequence_length"},
-        "attention_mask": {0: "batch_size", 1: "total_sequence_length"},
-        "position_ids": {0: "batch_size", 1: "sequence_length"},
-        "logits": {0: "batch_size", 1: "sequence_length"},
-    }
-    for name in inputs[3:]:
-        dynamic_axes[name] = {0: "batch_size", 2: "past_sequence_length"}
-    for name in outputs[1:]:
-        dynamic_axes[name] = {0: "batch_size", 2: "total_sequence_length"}
+    sample, inputs, outputs, dynamic_axes = trace_signature(config)
     # torch writes large models as one file per tensor; trace into scratch, then lay the folder out.
     with tempfile.TemporaryDirectory(dir=path.parent) as scratch:
         traced = Path(scratch) / ONNX_NAME
@@ -137,7 +121,7 @@ def _export(
                 # eval(): export restores the wrapper's mode afterwards, and a new module is in
                 # training mode, which would leave GPT-2's dropout on in ``model`` from then on.
                 _OptimumCausalLM(model).eval(),
-                (input_ids, attention_mask, position_ids, *past),
+                sample,
                 str(traced),
                 input_names=inputs,
                 output_names=outputs,

@@ -27,8 +27,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="switchyard", description=__doc__.splitlines()[0])
     parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
     parser.add_argument("--log-format", choices=("text", "json"), default="text", help="log line format")
-    sub = parser.add_subparsers(dest="command", required=True)
-    for name in _COMMANDS:
+    register_modules(parser.add_subparsers(dest="command", required=True), _COMMANDS)
+    return parser
+
+
+def register_modules(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], names: tuple[str, ...]
+) -> None:
+    """Let each module add its sub-command; a module that does not exist (yet) is skipped."""
+    for name in names:
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:
@@ -36,7 +43,6 @@ def build_parser() -> argparse.ArgumentParser:
                 raise
             continue
         module.register(sub)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
