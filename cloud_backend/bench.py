@@ -12,17 +12,18 @@ import argparse
 import asyncio
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from switchyard.engine import Finished, GenerationEngine, TextChunk
-from switchyard.lm import KVCache, LanguageModel, Logits, ModelConfig
+from switchyard.lm import KVCache
 from switchyard.tokenizer import ChatTokenizer
 from switchyard.wire import ChatMessage, SamplingParams
 
 CONCURRENCY = (1, 4, 16, 32)
-SYSTEM_PROMPT_WORDS = 500
+SYSTEM_PROMPT_TOKENS = 500
+SHARED_PREFIX_REQUESTS = 8
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -34,33 +35,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--tokens", type=int, default=24, help="tokens generated per request")
     p.add_argument("--json", action="store_true", help="end with one JSON object on the last line")
     p.set_defaults(func=run)
-
-
-@dataclass
-class _Counting:
-    """Wraps a model to count the prompt tokens it is asked to prefill (the computed prefill work)."""
-
-    lm: LanguageModel
-    prefill_tokens: int = 0
-    decode_steps: list[float] = field(default_factory=list)
-
-    @property
-    def config(self) -> ModelConfig:
-        return self.lm.config
-
-    @property
-    def context_window(self) -> int:
-        return self.lm.context_window
-
-    def prefill(self, token_ids: list[int], cache: KVCache | None = None) -> tuple[Logits, KVCache]:
-        self.prefill_tokens += len(token_ids)
-        return self.lm.prefill(token_ids, cache)
-
-    def decode(self, token_ids: list[int], caches: list[KVCache]) -> tuple[Logits, list[KVCache]]:
-        start = time.perf_counter()
-        out = self.lm.decode(token_ids, caches)
-        self.decode_steps.append(time.perf_counter() - start)
-        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +92,16 @@ def _requests(n: int, system: str | None = None) -> list[list[ChatMessage]]:
     ]
 
 
+def _system_prompt(tokenizer: ChatTokenizer, tokens: int) -> str:
+    """A system prompt of about ``tokens`` tokens (words added until the tokenizer says so)."""
+    words: list[str] = []
+    while len(tokenizer.encode(" ".join(words))) < tokens:
+        words.extend(f"rule{len(words) % 50}" for _ in range(10))
+    while len(words) > 1 and len(tokenizer.encode(" ".join(words))) > tokens:
+        words.pop()
+    return " ".join(words)
+
+
 def _percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
@@ -126,8 +110,9 @@ def _percentile(values: list[float], q: float) -> float:
 async def _engine_figures(model_dir: Path, new_tokens: int, say: Any) -> dict[str, Any]:
     from cloud_backend.torch_lm import load
 
-    lm = _Counting(load(model_dir))
-    engine = GenerationEngine(lm, ChatTokenizer(model_dir), max_running=max(CONCURRENCY), max_queued=1024)
+    lm = load(model_dir)
+    tokenizer = ChatTokenizer(model_dir)
+    engine = GenerationEngine(lm, tokenizer, max_running=max(CONCURRENCY), max_queued=1024)
     engine.start()
     try:
         engine.warm_up()
@@ -141,25 +126,39 @@ async def _engine_figures(model_dir: Path, new_tokens: int, say: Any) -> dict[st
             say(f"{n:>3} concurrent: {run.tokens_per_s:8.1f} tokens/s")
         sequential = await _serve(engine, _requests(16), params, concurrent=False)
         say(f" 16 one at a time: {sequential.tokens_per_s:8.1f} tokens/s")
-        system = " ".join(f"rule{i % 50}" for i in range(SYSTEM_PROMPT_WORDS))
-        lm.prefill_tokens = 0
-        shared = await _serve(engine, _requests(8, system), params, concurrent=True)
-        computed = lm.prefill_tokens
-        say(f"shared prefix: {computed} prefill tokens computed for {shared.prompt_tokens} requested")
+        system = _system_prompt(tokenizer, SYSTEM_PROMPT_TOKENS)
+        before = lm.prefill_stats
+        shared = await _serve(engine, _requests(SHARED_PREFIX_REQUESTS, system), params, concurrent=True)
+        computed = lm.prefill_stats.computed - before.computed
+        say(
+            f"shared prefix: {computed} prefill tokens computed for {shared.prompt_tokens} requested "
+            f"({SHARED_PREFIX_REQUESTS} requests, {len(tokenizer.encode(system))}-token system prompt)"
+        )
+        pool = lm.pool
+        kv = {
+            "block_size": pool.block_size,
+            "blocks": pool.usable_blocks,
+            "blocks_cached": pool.cached_blocks,
+            "capacity_bytes": lm.kv_capacity_bytes,
+        }
     finally:
         engine.close()
     return {
         "tokens_per_s": per_level,
         "sequential_tokens_per_s": round(sequential.tokens_per_s, 1),
+        "speedup_16_vs_sequential": round(per_level["16"] / sequential.tokens_per_s, 2),
         "ttft_ms": {
             "p50": round(1000 * _percentile(ttfts, 0.5), 1),
             "p99": round(1000 * _percentile(ttfts, 0.99), 1),
         },
         "shared_prefix": {
+            "requests": SHARED_PREFIX_REQUESTS,
+            "system_prompt_tokens": len(tokenizer.encode(system)),
             "prefill_tokens_computed": computed,
             "prefill_tokens_requested": shared.prompt_tokens,
             "prefix_sharing": computed < shared.prompt_tokens,
         },
+        "kv": kv,
     }
 
 

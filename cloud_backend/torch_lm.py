@@ -1,34 +1,95 @@
-"""``switchyard.lm.LanguageModel`` on the torch Llama decoder: CUDA when present, else fp32 on CPU."""
+"""``switchyard.lm.LanguageModel`` on the torch Llama decoder: CUDA when present, else fp32 on CPU.
+
+Keys and values are paged (``cloud_backend.paged_kv``): blocks of ``block_size`` tokens from a fixed
+budget, shared between sequences whose prompts start alike. Every call runs all its sequences in one
+forward pass (``cloud_backend.paged_forward``): a decode step for the whole running batch, or several
+prompts at once.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
 
-from cloud_backend.llama import LayerKV, LlamaForCausalLM, load_llama
+from cloud_backend.llama import LlamaForCausalLM, load_llama
+from cloud_backend.paged_forward import KVBlockStorage, Row, forward_rows
+from cloud_backend.paged_kv import BlockPool, DetachedKVCache, KVCacheFull, PagedKVCache, RowPlan
 from switchyard.lm import KVCache, Logits, ModelConfig
+
+__all__ = [
+    "DEFAULT_BLOCK_SIZE",
+    "DEFAULT_KV_BUDGET_BYTES",
+    "KVBudget",
+    "KVCacheFull",
+    "PrefillStats",
+    "TorchLanguageModel",
+    "load",
+]
+
+DEFAULT_BLOCK_SIZE = 16
+DEFAULT_KV_BUDGET_BYTES = 256 * 1024 * 1024
+# Beyond this many full context windows a larger budget buys nothing for one node's running batch.
+MAX_CONTEXTS_IN_BUDGET = 64
+
+
+@runtime_checkable
+class KVBudget(Protocol):
+    """Optional: a runtime whose KV memory is a fixed pool, so the engine can queue instead of failing.
+
+    Meant for ``switchyard.lm``; it lives here until the engine uses it.
+    """
+
+    @property
+    def kv_capacity_bytes(self) -> int:
+        """Bytes of keys and values the pool holds in all."""
+        ...
+
+    def kv_reservation_bytes(self, prompt_tokens: int, max_new_tokens: int) -> int:
+        """The most a new sequence can take of the pool (its tokens in whole blocks, plus one to copy)."""
+        ...
+
+    def can_admit(self, token_ids: Sequence[int], max_new_tokens: int) -> bool:
+        """Whether free and reusable blocks now cover the sequence's worst case, cached prefix discounted."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
-class TorchKVCache:
-    """One sequence's keys and values per layer, each ``[1, n_kv_heads, length, head_dim]``."""
+class PrefillStats:
+    """Prompt tokens asked for in ``prefill`` calls, and how many of them the model computed."""
 
-    layers: tuple[LayerKV, ...]
+    requested: int = 0
+    computed: int = 0
 
     @property
-    def length(self) -> int:
-        return 0 if not self.layers else int(self.layers[0][0].shape[2])
+    def reused(self) -> int:
+        return self.requested - self.computed
 
 
 class TorchLanguageModel:
     """Runs one ``LlamaForCausalLM``; synchronous and not thread-safe, as the contract says."""
 
-    def __init__(self, model: LlamaForCausalLM) -> None:
+    def __init__(
+        self,
+        model: LlamaForCausalLM,
+        *,
+        kv_budget_bytes: int = DEFAULT_KV_BUDGET_BYTES,
+        block_size: int = DEFAULT_BLOCK_SIZE,
+    ) -> None:
         self._model = model.eval()
         self._device = next(model.parameters()).device
+        block_bytes = block_size * self.kv_bytes_per_token
+        most = MAX_CONTEXTS_IN_BUDGET * -(-self.context_window // block_size)
+        blocks = min(kv_budget_bytes // block_bytes, most)
+        if blocks < 1:
+            raise ValueError(f"kv_budget_bytes={kv_budget_bytes} holds no block of {block_bytes} bytes")
+        self._pool = BlockPool(blocks + 1, block_size)  # block 0 pads
+        self._storage = KVBlockStorage(model, blocks + 1, block_size)
+        self._stats = PrefillStats()
 
     @property
     def config(self) -> ModelConfig:
@@ -43,71 +104,131 @@ class TorchLanguageModel:
         return self._device
 
     @property
+    def block_size(self) -> int:
+        return self._pool.block_size
+
+    @property
+    def prefill_stats(self) -> PrefillStats:
+        return self._stats
+
+    @property
+    def pool(self) -> BlockPool:
+        """The block allocator, for inspection (free, held and cached blocks)."""
+        return self._pool
+
+    # --- KV budget ---------------------------------------------------------------------
+
+    @property
     def kv_bytes_per_token(self) -> int:
         cfg = self.config
         itemsize = next(self._model.parameters()).element_size()
         return 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * cfg.head_dim * itemsize
 
+    @property
+    def kv_capacity_bytes(self) -> int:
+        return self._pool.usable_blocks * self.block_size * self.kv_bytes_per_token
+
+    def kv_reservation_bytes(self, prompt_tokens: int, max_new_tokens: int) -> int:
+        blocks = self._pool.blocks_for(prompt_tokens + max_new_tokens) + 1
+        return blocks * self.block_size * self.kv_bytes_per_token
+
+    def can_admit(self, token_ids: Sequence[int], max_new_tokens: int) -> bool:
+        shared, unheld = self._pool.prefix_blocks(token_ids)
+        need = self._pool.blocks_for(len(token_ids) + max_new_tokens) + 1 - shared
+        return need <= self._pool.free_blocks - unheld
+
+    # --- cache operations ----------------------------------------------------------------
+
     def trim(self, cache: KVCache, length: int) -> KVCache:
-        c = _as_torch_cache(cache)
-        if c is None or not 0 < length <= c.length:
-            raise ValueError(f"cannot trim a cache of {0 if c is None else c.length} tokens to {length}")
-        return TorchKVCache(tuple((k[:, :, :length], v[:, :, :length]) for k, v in c.layers))
+        if not 0 < length <= cache.length:
+            raise ValueError(f"cannot trim a cache of {cache.length} tokens to {length}")
+        if isinstance(cache, DetachedKVCache):
+            return DetachedKVCache(cache.tokens[:length])
+        return self._pool.trim(_as_paged(cache), length)
 
     def detach(self, cache: KVCache) -> KVCache:
-        c = _as_torch_cache(cache)
-        if c is None:
-            raise ValueError("no cache to detach")
-        # Per-sequence tensors already; a trimmed view is copied so it does not pin the longer one.
-        return TorchKVCache(tuple((k.contiguous(), v.contiguous()) for k, v in c.layers))
+        # Kept as token ids: its full blocks stay findable in the prefix index (until evicted) and
+        # it pins no block, so kept sessions never keep new requests out of the pool.
+        if isinstance(cache, DetachedKVCache):
+            return cache
+        return DetachedKVCache(self._pool.tokens_of(_as_paged(cache)))
+
+    # --- LanguageModel ---------------------------------------------------------------------
 
     def prefill(self, token_ids: list[int], cache: KVCache | None = None) -> tuple[Logits, KVCache]:
-        if not token_ids:
-            raise ValueError("prefill needs at least one token")
-        logits, extended = self._run(token_ids, _as_torch_cache(cache))
-        return logits[-1], extended
+        logits, caches = self.prefill_batch([token_ids], [cache])
+        return logits[0], caches[0]
+
+    def prefill_batch(
+        self, token_ids: list[list[int]], caches: list[KVCache | None]
+    ) -> tuple[Logits, list[KVCache]]:
+        if any(not row for row in token_ids):
+            raise ValueError("prefill needs at least one token per row")
+        logits, out, computed = self._run(token_ids, caches)
+        requested = sum(len(row) for row in token_ids)
+        self._stats = PrefillStats(self._stats.requested + requested, self._stats.computed + computed)
+        return logits, out
 
     def decode(self, token_ids: list[int], caches: list[KVCache]) -> tuple[Logits, list[KVCache]]:
-        if len(token_ids) != len(caches):
-            raise ValueError(f"{len(token_ids)} tokens for {len(caches)} caches")
-        rows: list[Logits] = []
-        extended: list[KVCache] = []
-        # One sequence at a time for now; a padded batch is the next step.
-        for token, cache in zip(token_ids, caches, strict=True):
-            logits, new_cache = self._run([token], _as_torch_cache(cache))
-            rows.append(logits[-1])
-            extended.append(new_cache)
-        if not rows:
+        if not token_ids:
             return np.zeros((0, self.config.vocab_size), dtype=np.float32), []
-        return np.stack(rows), extended
+        logits, out, _ = self._run([[t] for t in token_ids], list(caches))
+        return logits, out
 
-    @torch.inference_mode()
-    def _run(self, token_ids: list[int], cache: TorchKVCache | None) -> tuple[Logits, TorchKVCache]:
-        past_len = 0 if cache is None else cache.length
-        if past_len + len(token_ids) > self.context_window:
-            raise ValueError(
-                f"{past_len} cached + {len(token_ids)} new tokens exceed the context window "
-                f"of {self.context_window}"
-            )
-        ids = torch.tensor([token_ids], dtype=torch.long, device=self._device)
-        positions = torch.arange(past_len, past_len + len(token_ids), device=self._device)[None]
-        past = None if cache is None or not cache.layers else list(cache.layers)
-        logits, presents = self._model(ids, positions, past_key_values=past)
-        out: Logits = logits[0].float().cpu().numpy()
-        return out, TorchKVCache(tuple(presents))
+    def _run(
+        self, token_ids: list[list[int]], caches: Sequence[KVCache | None]
+    ) -> tuple[Logits, list[KVCache], int]:
+        """One forward pass for all rows: logits of each row's last token, the caches, tokens computed."""
+        if len(token_ids) != len(caches):
+            raise ValueError(f"{len(token_ids)} rows for {len(caches)} caches")
+        for row, cache in zip(token_ids, caches, strict=True):
+            past = 0 if cache is None else cache.length
+            if past + len(row) > self.context_window:
+                limit = self.context_window
+                raise ValueError(f"{past} cached + {len(row)} new tokens exceed the context window ({limit})")
+        plans: list[RowPlan] = []
+        try:
+            for row, cache in zip(token_ids, caches, strict=True):
+                plans.append(self._pool.plan(_as_cache(cache), row))
+            for plan in plans:
+                for src, dst, slots in plan.copies:
+                    self._storage.copy_slots(src, dst, slots)
+            rows = [Row(p.lease.blocks, p.start, p.tokens, p.write) for p in plans]
+            logits = forward_rows(self._model, self._storage, rows)
+        except BaseException:
+            for plan in plans:
+                self._pool.abandon(plan)
+            raise
+        for plan in plans:
+            self._pool.seal(plan)
+        out: Logits = logits.float().cpu().numpy()
+        extended: list[KVCache] = [PagedKVCache(p.lease, p.length) for p in plans]
+        return out, extended, sum(len(p.tokens) for p in plans)
 
 
-def _as_torch_cache(cache: KVCache | None) -> TorchKVCache | None:
-    if cache is None or isinstance(cache, TorchKVCache):
+def _as_cache(cache: KVCache | None) -> PagedKVCache | DetachedKVCache | None:
+    if cache is None or isinstance(cache, PagedKVCache | DetachedKVCache):
         return cache
-    raise TypeError(f"expected a TorchKVCache, got {type(cache).__name__}")
+    raise TypeError(f"expected a PagedKVCache or DetachedKVCache, got {type(cache).__name__}")
 
 
-def load(model_dir: Path) -> TorchLanguageModel:
+def _as_paged(cache: KVCache) -> PagedKVCache:
+    if isinstance(cache, PagedKVCache):
+        return cache
+    raise TypeError(f"expected a PagedKVCache, got {type(cache).__name__}")
+
+
+def load(
+    model_dir: Path,
+    *,
+    kv_budget_bytes: int = DEFAULT_KV_BUDGET_BYTES,
+    block_size: int = DEFAULT_BLOCK_SIZE,
+) -> TorchLanguageModel:
     """Load a Hugging Face Llama folder: bf16 (else fp16) on CUDA when available, fp32 on CPU."""
     if torch.cuda.is_available():
         half = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         device, dtype = torch.device("cuda"), half
     else:
         device, dtype = torch.device("cpu"), torch.float32
-    return TorchLanguageModel(load_llama(model_dir, device=device, dtype=dtype))
+    model = load_llama(model_dir, device=device, dtype=dtype)
+    return TorchLanguageModel(model, kv_budget_bytes=kv_budget_bytes, block_size=block_size)

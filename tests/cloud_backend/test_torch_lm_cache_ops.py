@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from cloud_backend.torch_lm import TorchKVCache, TorchLanguageModel
+from cloud_backend.paged_kv import PagedKVCache
+from cloud_backend.torch_lm import TorchLanguageModel
 from switchyard.lm import CacheOps
 from tests.edge_runtime.tiny_model import random_llama, torch_last_logits
 
@@ -21,4 +22,4 @@ def test_trim_then_prefill_matches_a_full_prefill() -> None:
     assert trimmed.length == 4 and kept.length == len(ids)
     logits, extended = lm.prefill([*ids[4:], 11], trimmed)
     np.testing.assert_allclose(logits, torch_last_logits(model, [*ids, 11]).numpy(), atol=1e-5, rtol=1e-5)
-    assert isinstance(extended, TorchKVCache) and extended.length == len(ids) + 1
+    assert isinstance(extended, PagedKVCache) and extended.length == len(ids) + 1
