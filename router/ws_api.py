@@ -8,11 +8,11 @@ and so cancels generation on the node.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import json
 import logging
 import uuid
+from json.encoder import encode_basestring_ascii
 from typing import Any
 
 from aiohttp import WSMsgType, web
@@ -55,10 +55,13 @@ async def chat_socket(request: web.Request) -> web.StreamResponse:
     await ws.prepare(request)
     running: dict[str, asyncio.Task[None]] = {}
 
-    async def send(obj: dict[str, Any]) -> None:
+    async def send(obj: dict[str, Any] | str) -> None:
+        """Send one frame: a JSON object, or a frame already encoded (the per-token deltas)."""
         if not ws.closed:
-            with contextlib.suppress(ConnectionError, RuntimeError):
-                await ws.send_str(json.dumps(obj, separators=(",", ":")))
+            try:
+                await ws.send_str(obj if isinstance(obj, str) else json.dumps(obj, separators=(",", ":")))
+            except (ConnectionError, RuntimeError):
+                pass  # the client went away: its chats are cancelled as the socket closes
 
     async def send_error(exc: SwitchyardError, chat_id: Any = None) -> None:
         metrics.errors.labels(exc.code).inc()
@@ -124,10 +127,13 @@ async def chat_socket(request: web.Request) -> web.StreamResponse:
 
 async def _run_chat(chat: ChatService, req: ChatRequest, chat_id: Any, send: Any, send_error: Any) -> None:
     metrics = chat.metrics
+    # Deltas are most of the frames: their fixed head is encoded once per chat, and each one costs
+    # only its text's JSON string (the same bytes json.dumps writes with these separators).
+    delta_head = '{"type":"delta","id":' + json.dumps(chat_id) + ',"text":'
     try:
         async for ev in chat.run(req):
             if isinstance(ev, TextOut):
-                await send({"type": "delta", "id": chat_id, "text": ev.text})
+                await send(delta_head + encode_basestring_ascii(ev.text) + "}")
             elif isinstance(ev, RouteChosen):
                 await send(
                     {"type": "route", "id": chat_id, "route": ev.route.as_dict(), "session_id": ev.session_id}
