@@ -1,22 +1,24 @@
 """One forward pass of the Llama decoder for many sequences over paged keys and values.
 
 Every row runs its new tokens after the tokens its block table already holds (a decode step is one new
-token per row; a prefill is several). Per layer, the rows' cached keys and values are gathered from the
-block storage into one right-padded batch, the decoder layer attends over them plus the new tokens under
-a mask that hides the padding, and the new tokens' keys and values are scattered into their slots.
-Padding reads block 0, which stays zero, so masked scores are finite and the padded rows' results are
-exactly what each row gets alone (up to the order of floating-point sums).
+token per row; a prefill is several). Per layer, the new tokens' keys and values are scattered into their
+slots, then each row's keys and values up to its last new token are gathered from the block storage into
+one right-padded batch and a single attention call covers all rows under a causal mask. Padding reads
+block 0, which stays zero, so padded rows give exactly what each row gets alone (up to the order of
+floating-point sums). The decoder's own modules (projections, norms, MLP) do the rest.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
-from cloud_backend.llama import LlamaForCausalLM, attention_bias, rotary_cos_sin
+from cloud_backend.llama import LlamaDecoderLayer, LlamaForCausalLM, rotary_cos_sin
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,42 +64,48 @@ def _slots(table: Sequence[int], positions: range, block_size: int) -> list[int]
     return [table[p // block_size] * block_size + p % block_size for p in positions]
 
 
+def _rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Rotary embedding of ``x`` ``[batch, seq, heads, head_dim]``; cos/sin are ``[batch, seq, head_dim]``."""
+    half = x.shape[-1] // 2
+    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    return x * cos[:, :, None] + rotated * sin[:, :, None]
+
+
 @torch.inference_mode()
 def forward_rows(model: LlamaForCausalLM, storage: KVBlockStorage, rows: Sequence[Row]) -> Tensor:
-    """Logits of each row's last new token, ``[len(rows), vocab]``; new keys and values are stored."""
+    """Logits of each row's last new token, ``[len(rows), vocab]``; new keys and values are stored.
+
+    Per layer the new keys and values are written to their slots first, then every row's keys and values
+    up to its last new token are gathered, so one attention call covers the cached and the new tokens.
+    """
     device, bs = storage.device, storage.block_size
     n = len(rows)
     width = max(len(r.tokens) for r in rows)
+    ends = [r.start + len(r.tokens) for r in rows]
     # Rounded up to whole blocks: CPU kernels are set up per shape, so fewer shapes run faster.
-    past = -(-max(r.start for r in rows) // bs) * bs
+    span = -(-max(ends) // bs)
     ids = torch.tensor([[*r.tokens, *[0] * (width - len(r.tokens))] for r in rows], device=device)
     positions = torch.tensor([list(range(r.start, r.start + width)) for r in rows], device=device)
     lengths = torch.tensor([len(r.tokens) for r in rows], device=device)
-    starts = torch.tensor([r.start for r in rows], device=device)
-    # Gather index [rows, past]: the slot of each cached position; padding points at block 0.
-    read: Tensor | None = None
-    if past:
-        span = past // bs
-        tables = torch.tensor(
-            [[*r.table[: -(-r.start // bs)], *[0] * (span - -(-r.start // bs))] for r in rows], device=device
-        )
-        offsets = torch.arange(past, device=device)
-        slots = tables[:, offsets // bs] * bs + offsets % bs
-        read = torch.where(offsets[None] < starts[:, None], slots, 0).reshape(-1)
-    mask = torch.cat(
-        (
-            torch.arange(past, device=device)[None] < starts[:, None],
-            torch.arange(width, device=device)[None] < lengths[:, None],
-        ),
-        dim=1,
+    # Gather index [rows, span * bs]: the slot of each position up to the row's end; past it, block 0.
+    tables = torch.tensor(
+        [[*r.table[: -(-e // bs)], *[0] * (span - -(-e // bs))] for r, e in zip(rows, ends, strict=True)],
+        device=device,
     )
-    # Where the new keys and values go: (row * width + i) of the layer's output -> slot.
+    offsets = torch.arange(span * bs, device=device)
+    slots = tables[:, offsets // bs] * bs + offsets % bs
+    ends_t = torch.tensor(ends, device=device)
+    read = torch.where(offsets[None] < ends_t[:, None], slots, 0).reshape(-1)
+    # Query j of a row sits at position start + j and sees every key up to there (causal).
+    allowed = (offsets[None, None, :] <= positions[:, :, None])[:, None]
+    # Where the new keys and values go: (row * width + j) of the layer's output -> slot.
     sources: list[int] = []
     targets: list[int] = []
     for i, r in enumerate(rows):
         if r.write:
             sources.extend(range(i * width, i * width + len(r.tokens)))
             targets.extend(_slots(r.table, range(r.start, r.start + len(r.tokens)), bs))
+    every_row = len(sources) == n * width
     src = torch.tensor(sources, dtype=torch.long, device=device)
     dst = torch.tensor(targets, dtype=torch.long, device=device)
 
@@ -105,20 +113,29 @@ def forward_rows(model: LlamaForCausalLM, storage: KVBlockStorage, rows: Sequenc
     kv_heads, head_dim = cfg.num_key_value_heads, cfg.head_dim
     x = model.model.embed_tokens(ids)
     cos, sin = rotary_cos_sin(positions, head_dim, cfg.rope_theta, x.dtype)
-    bias = attention_bias(n, width, past, mask, device)
-    for layer_index, layer in enumerate(model.model.layers):
+    layers = cast("list[LlamaDecoderLayer]", list(model.model.layers))
+    for layer_index, layer in enumerate(layers):
+        attn = layer.self_attn
         cache = storage.kv[layer_index]
-        cached = None
-        if read is not None:
-            keys = cache[0].index_select(0, read).view(n, past, kv_heads, head_dim).transpose(1, 2)
-            values = cache[1].index_select(0, read).view(n, past, kv_heads, head_dim).transpose(1, 2)
-            cached = (keys, values)
-        x, (k, v) = layer(x, cos, sin, bias, cached)
+        h = layer.input_layernorm(x)
+        q = _rotate(attn.q_proj(h).view(n, width, attn.num_heads, head_dim), cos, sin)
+        k = _rotate(attn.k_proj(h).view(n, width, attn.num_kv_heads, head_dim), cos, sin)
+        v = attn.v_proj(h).view(n, width, attn.num_kv_heads, head_dim)
         if targets:
-            new_k = k[:, :, past:].transpose(1, 2).reshape(n * width, kv_heads, head_dim)
-            new_v = v[:, :, past:].transpose(1, 2).reshape(n * width, kv_heads, head_dim)
-            cache[0].index_copy_(0, dst, new_k.index_select(0, src))
-            cache[1].index_copy_(0, dst, new_v.index_select(0, src))
+            new_k = k.reshape(n * width, kv_heads, head_dim)
+            new_v = v.reshape(n * width, kv_heads, head_dim)
+            if not every_row:
+                new_k, new_v = new_k.index_select(0, src), new_v.index_select(0, src)
+            cache[0].index_copy_(0, dst, new_k)
+            cache[1].index_copy_(0, dst, new_v)
+        keys = cache[0].index_select(0, read).view(n, span * bs, kv_heads, head_dim).transpose(1, 2)
+        values = cache[1].index_select(0, read).view(n, span * bs, kv_heads, head_dim).transpose(1, 2)
+        out = F.scaled_dot_product_attention(
+            q.transpose(1, 2), keys, values, attn_mask=allowed, enable_gqa=attn.num_heads != attn.num_kv_heads
+        )
+        out = out.transpose(1, 2).reshape(n, width, attn.num_heads * head_dim)
+        x = x + attn.all_reduce(attn.o_proj(out))
+        x = x + layer.mlp(layer.post_attention_layernorm(x))
     last = x[torch.arange(n, device=device), lengths - 1]
     logits: Tensor = model.lm_head(model.model.norm(last))
     return logits

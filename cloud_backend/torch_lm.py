@@ -8,6 +8,7 @@ prompts at once.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,11 +29,13 @@ __all__ = [
     "KVCacheFull",
     "PrefillStats",
     "TorchLanguageModel",
+    "default_cpu_threads",
     "load",
 ]
 
 DEFAULT_BLOCK_SIZE = 16
 DEFAULT_KV_BUDGET_BYTES = 256 * 1024 * 1024
+SMALL_MODEL_PARAMETERS = 20_000_000
 # Beyond this many full context windows a larger budget buys nothing for one node's running batch.
 MAX_CONTEXTS_IN_BUDGET = 64
 
@@ -206,6 +209,21 @@ class TorchLanguageModel:
         return out, extended, sum(len(p.tokens) for p in plans)
 
 
+def default_cpu_threads(config: ModelConfig) -> int:
+    """Intra-op threads for a model on the CPU: all cores but one, and one for a very small model.
+
+    The engine's worker and the event loop that streams tokens need a core beside torch's threads, or
+    every parallel kernel waits on a descheduled thread; a very small model (the demo's few million
+    parameters) gains nothing from a second thread anyway.
+    """
+    per_layer = 4 * config.hidden_size**2 + 3 * config.hidden_size * config.intermediate_size
+    parameters = 2 * config.vocab_size * config.hidden_size + config.num_hidden_layers * per_layer
+    if parameters < SMALL_MODEL_PARAMETERS:
+        return 1
+    available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, available - 1)
+
+
 def _as_cache(cache: KVCache | None) -> PagedKVCache | DetachedKVCache | None:
     if cache is None or isinstance(cache, PagedKVCache | DetachedKVCache):
         return cache
@@ -223,12 +241,19 @@ def load(
     *,
     kv_budget_bytes: int = DEFAULT_KV_BUDGET_BYTES,
     block_size: int = DEFAULT_BLOCK_SIZE,
+    threads: int | None = None,
 ) -> TorchLanguageModel:
-    """Load a Hugging Face Llama folder: bf16 (else fp16) on CUDA when available, fp32 on CPU."""
+    """Load a Hugging Face Llama folder: bf16 (else fp16) on CUDA when available, fp32 on CPU.
+
+    On the CPU this sets torch's intra-op threads for the process: ``threads``, else a choice that
+    leaves a core to the event loop streaming the tokens out (see ``default_cpu_threads``).
+    """
     if torch.cuda.is_available():
         half = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         device, dtype = torch.device("cuda"), half
     else:
         device, dtype = torch.device("cpu"), torch.float32
     model = load_llama(model_dir, device=device, dtype=dtype)
+    if device.type == "cpu":
+        torch.set_num_threads(threads or default_cpu_threads(model.config))
     return TorchLanguageModel(model, kv_budget_bytes=kv_budget_bytes, block_size=block_size)
