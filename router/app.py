@@ -54,7 +54,8 @@ def _resources(policy: PolicyWatcher) -> Any:
         cfg = app[CONFIG]
         stores = await open_stores(cfg)
         redis_client = stores.redis
-        http = aiohttp.ClientSession()
+        # No pool cap here: each upstream bounds its own streams (max_concurrency, node multiplexing).
+        http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
         secret = os.environ.get(cfg.cluster_secret_env, "")
 
         def make_client(ep: NodeEndpoint) -> Upstream:

@@ -7,6 +7,7 @@ does no I/O and reads no clock, so tables of cases test it directly.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -144,7 +145,12 @@ class Policy(BaseModel):
     rules: tuple[Rule, ...] = Field(min_length=1)
 
     def uses(self, feature: str) -> bool:
-        return any(feature in rule.when for rule in self.rules)
+        """Does any rule read ``feature``? (Per request in the hot path: answered from a set.)"""
+        return feature in self._features_read
+
+    @functools.cached_property
+    def _features_read(self) -> frozenset[str]:
+        return frozenset(f for rule in self.rules for f in rule.when)
 
     @model_validator(mode="after")
     def _last_rule_catches_all(self) -> Policy:

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from router.sessions.base import MAX_STORED_MESSAGES, Session, new_session_id
 from switchyard.wire import ChatMessage
 
+_SWEEP_EVERY = 1024
+
 
 @dataclass
 class _Entry:
@@ -23,6 +25,7 @@ class MemorySessionStore:
         self._ttl = ttl_s
         self._clock = clock
         self._entries: dict[str, _Entry] = {}
+        self._creates = 0
 
     async def create(self) -> str:
         self._sweep()
@@ -57,7 +60,10 @@ class MemorySessionStore:
         return entry
 
     def _sweep(self) -> None:
+        """Drop expired sessions, at most every ``_SWEEP_EVERY`` creates: amortised O(1) per create."""
+        self._creates += 1
+        if self._creates % _SWEEP_EVERY:
+            return
         now = self._clock()
-        if len(self._entries) > 1024:
-            for sid in [s for s, e in self._entries.items() if e.expires <= now]:
-                del self._entries[sid]
+        for sid in [s for s, e in self._entries.items() if e.expires <= now]:
+            del self._entries[sid]

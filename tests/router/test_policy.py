@@ -31,7 +31,12 @@ DEFAULT = load_policy(POLICIES_DIR / "default.yaml")
             ("edge",),
             "long-prompt",
         ),
-        (Features(prompt_tokens=5, conversation_tokens=900, session_tier="edge"), "edge", ("cloud",), "sticky"),
+        (
+            Features(prompt_tokens=5, conversation_tokens=900, session_tier="edge"),
+            "edge",
+            ("cloud",),
+            "sticky",
+        ),
         (
             Features(prompt_tokens=5, conversation_tokens=900, session_tier="cloud"),
             "cloud",

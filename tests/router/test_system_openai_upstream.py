@@ -55,7 +55,9 @@ async def test_router_streams_from_an_openai_compatible_cloud(
                 result = await chat(ws, LONG_PROMPT, params={"max_tokens": 10})
             assert result.error is None, result.error
             assert result.done is not None
-            assert result.done["route"] == {"target": "cloud", "node": "cloud-oai", "reason": "long-prompt"}
+            route = result.done["route"]
+            assert (route["target"], route["node"]) == ("cloud", "cloud-oai")
+            assert route["reason"].startswith("long-prompt")
             assert len(result.deltas) >= 2
             assert result.done["usage"]["completion_tokens"] >= 2
         finally:
