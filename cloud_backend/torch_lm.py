@@ -63,7 +63,11 @@ class KVBudget(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class PrefillStats:
-    """Prompt tokens asked for in ``prefill`` calls, and how many of them the model computed."""
+    """Prompt tokens asked for in ``prefill`` calls, and how many tokens the model computed for them.
+
+    ``computed`` is lower where cached blocks were reused; it can be higher after a detached cache's
+    blocks were evicted, since those tokens are computed again.
+    """
 
     requested: int = 0
     computed: int = 0
@@ -86,7 +90,8 @@ class TorchLanguageModel:
         self._model = model.eval()
         self._device = next(model.parameters()).device
         block_bytes = block_size * self.kv_bytes_per_token
-        most = MAX_CONTEXTS_IN_BUDGET * -(-self.context_window // block_size)
+        # Each full context window in whole blocks, plus one for a copy-on-write.
+        most = MAX_CONTEXTS_IN_BUDGET * (-(-self.context_window // block_size) + 1)
         blocks = min(kv_budget_bytes // block_bytes, most)
         if blocks < 1:
             raise ValueError(f"kv_budget_bytes={kv_budget_bytes} holds no block of {block_bytes} bytes")
