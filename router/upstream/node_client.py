@@ -191,6 +191,13 @@ class NodeClient:
                 raise NodeUnavailable(f"node {self.id}: {exc}") from exc
             while True:
                 ev = await queue.get()
+                if isinstance(ev, wire.Delta) and not queue.empty():
+                    # Under load several deltas wait here: relay them as one (same text, fewer frames
+                    # and wake-ups downstream). When idle each token still goes out on its own.
+                    ev, held = _coalesce(ev, queue)
+                    if held is not None:
+                        yield ev
+                        ev = held
                 if not isinstance(ev, wire.Delta):
                     finished = True
                 yield ev
@@ -201,6 +208,20 @@ class NodeClient:
             if not finished and self._ws is ws and not ws.closed:
                 with contextlib.suppress(ConnectionError, RuntimeError):
                     await ws.send_bytes(wire.encode(wire.Cancel(sid)))
+
+
+def _coalesce(first: wire.Delta, queue: asyncio.Queue[StreamEvent]) -> tuple[wire.Delta, StreamEvent | None]:
+    """Merge the deltas already queued after ``first``; return the merged delta and the non-delta
+    event that ended the run (``Done``/``Error``), if one was taken off the queue."""
+    texts = [first.text]
+    tokens = first.tokens
+    while not queue.empty():
+        nxt = queue.get_nowait()
+        if not isinstance(nxt, wire.Delta):
+            return wire.Delta(first.sid, "".join(texts), tokens), nxt
+        texts.append(nxt.text)
+        tokens += nxt.tokens
+    return wire.Delta(first.sid, "".join(texts), tokens), None
 
 
 class RefusedByNode(Exception):

@@ -33,7 +33,8 @@ async def test_streaming_long_prompt_goes_to_cloud(client: openai.AsyncOpenAI) -
     raw = await client.chat.completions.with_raw_response.create(
         model="switchyard",
         messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": LONG_PROMPT}],
-        max_tokens=12,
+        max_tokens=64,
+        extra_body={"ignore_eos": True},
         stream=True,
         stream_options={"include_usage": True},
     )

@@ -52,7 +52,7 @@ async def test_router_streams_from_an_openai_compatible_cloud(
         fleet.add(upstream)
         try:
             async with http.ws_connect(router.ws) as ws:
-                result = await chat(ws, LONG_PROMPT, params={"max_tokens": 10})
+                result = await chat(ws, LONG_PROMPT, params={"max_tokens": 64, "ignore_eos": True})
             assert result.error is None, result.error
             assert result.done is not None
             route = result.done["route"]

@@ -20,8 +20,8 @@ async def test_short_prompt_streams_from_edge_long_from_cloud(
 ) -> None:
     router = await start_router([fleet_nodes["edge"], fleet_nodes["cloud"]])
     async with aiohttp.ClientSession() as http, http.ws_connect(router.ws) as ws:
-        short = await chat(ws, "Hello there!", chat_id="s", params={"max_tokens": 12})
-        long = await chat(ws, LONG_PROMPT, chat_id="l", params={"max_tokens": 12})
+        short = await chat(ws, "Hello there!", chat_id="s", params={"max_tokens": 64, "ignore_eos": True})
+        long = await chat(ws, LONG_PROMPT, chat_id="l", params={"max_tokens": 64, "ignore_eos": True})
     for result, target, node in ((short, "edge", "edge-1"), (long, "cloud", "cloud-1")):
         assert result.error is None, result.error
         assert result.done is not None
