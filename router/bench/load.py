@@ -265,6 +265,7 @@ class RouterWebSocket:
 
 
 _TEXT_CHUNK = b'"delta":{"content":"'
+_USAGE = b'"usage":{'
 _EMPTY_TEXT_CHUNK = b'"delta":{"content":""'
 
 
@@ -291,6 +292,8 @@ class OpenAIStream:
             "temperature": 0,
             "stream": stream,
         }
+        if stream:
+            body["stream_options"] = {"include_usage": True}
         return json.dumps(body).encode()
 
     async def one(self, lane: int, prompt: str) -> float:
@@ -299,6 +302,7 @@ class OpenAIStream:
         start = time.perf_counter()
         ttft = 0.0
         chunks = 0
+        tokens = 0
         finished = False
         async with (
             asyncio.timeout(REQUEST_TIMEOUT_S),
@@ -313,10 +317,15 @@ class OpenAIStream:
                     chunks += 1
                 elif line.startswith(b"data: [DONE]"):
                     finished = True
+                elif _USAGE in line:
+                    # Count tokens from usage: a server may send several tokens in one chunk.
+                    tokens = int(json.loads(line[5:])["usage"]["completion_tokens"])
                 elif line.startswith(b'data: {"error"'):
                     raise RequestFailed(line.decode(errors="replace")[:200])
-        if not finished or chunks != self._tokens:
-            raise RequestFailed(f"got {chunks} chunks (finished: {finished}), expected {self._tokens}")
+        if not finished or not chunks or tokens != self._tokens:
+            raise RequestFailed(
+                f"got {tokens} tokens in {chunks} chunks (finished: {finished}), expected {self._tokens}"
+            )
         return ttft
 
     async def close(self) -> None:

@@ -171,41 +171,73 @@ class OpenAIUpstream:
 
 
 async def _events(resp: aiohttp.ClientResponse) -> AsyncIterator[StreamEvent]:
-    """Server-sent events of a streamed chat completion, as node-protocol events."""
-    finish = ""
-    prompt_tokens = completion_tokens = chunks = 0
+    """Server-sent events of a streamed chat completion, as node-protocol events.
+
+    Reads whatever bytes have arrived and relays the text of all complete events in them as one
+    delta: one event per token when idle, fewer and larger deltas when the stream runs ahead of us.
+    """
+    state = _SSEState()
+    buf = b""
     try:
-        async for raw_line in resp.content:
-            line = raw_line.strip()
-            if not line.startswith(b"data:"):
-                continue
-            data = line[5:].strip()
-            if data == b"[DONE]":
+        async for chunk in resp.content.iter_any():
+            *lines, buf = (buf + chunk).split(b"\n")
+            texts: list[str] = []
+            failure = None
+            for raw_line in lines:
+                failure = state.feed(raw_line, texts)
+                if failure is not None or state.done:
+                    break
+            if texts:
+                yield wire.Delta(0, "".join(texts), len(texts))
+            if failure is not None:
+                yield failure
+                return
+            if state.done:
                 break
-            try:
-                obj = json.loads(data)
-            except ValueError:
-                yield wire.Error(0, "bad_upstream_event", "the upstream sent an event that is not JSON")
-                return
-            if "error" in obj:
-                err = obj["error"] if isinstance(obj["error"], dict) else {"message": str(obj["error"])}
-                yield wire.Error(0, str(err.get("code") or "upstream_error"), str(err.get("message", "")))
-                return
-            usage = obj.get("usage")
-            if isinstance(usage, dict):
-                prompt_tokens = int(usage.get("prompt_tokens") or 0)
-                completion_tokens = int(usage.get("completion_tokens") or 0)
-            for choice in obj.get("choices") or ():
-                text = (choice.get("delta") or {}).get("content")
-                if text:
-                    chunks += 1
-                    yield wire.Delta(0, text, 1)
-                if choice.get("finish_reason"):
-                    finish = str(choice["finish_reason"])
     except (aiohttp.ClientError, OSError) as exc:
         yield wire.Error(0, "node_disconnected", f"upstream stream broke: {type(exc).__name__}")
         return
-    if not finish:
+    if not state.finish:
         yield wire.Error(0, "stream_ended", "the upstream stream ended without a finish reason")
         return
-    yield wire.Done(0, finish, prompt_tokens, completion_tokens or chunks)
+    yield wire.Done(0, state.finish, state.prompt_tokens, state.completion_tokens or state.chunks)
+
+
+class _SSEState:
+    """What one streamed completion has told us so far."""
+
+    __slots__ = ("chunks", "completion_tokens", "done", "finish", "prompt_tokens")
+
+    def __init__(self) -> None:
+        self.finish = ""
+        self.prompt_tokens = self.completion_tokens = self.chunks = 0
+        self.done = False
+
+    def feed(self, raw_line: bytes, texts: list[str]) -> wire.Error | None:
+        """Take one SSE line; append any content to ``texts``; return an error event if it is one."""
+        line = raw_line.strip()
+        if not line.startswith(b"data:"):
+            return None
+        data = line[5:].strip()
+        if data == b"[DONE]":
+            self.done = True
+            return None
+        try:
+            obj = json.loads(data)
+        except ValueError:
+            return wire.Error(0, "bad_upstream_event", "the upstream sent an event that is not JSON")
+        if "error" in obj:
+            err = obj["error"] if isinstance(obj["error"], dict) else {"message": str(obj["error"])}
+            return wire.Error(0, str(err.get("code") or "upstream_error"), str(err.get("message", "")))
+        usage = obj.get("usage")
+        if isinstance(usage, dict):
+            self.prompt_tokens = int(usage.get("prompt_tokens") or 0)
+            self.completion_tokens = int(usage.get("completion_tokens") or 0)
+        for choice in obj.get("choices") or ():
+            text = (choice.get("delta") or {}).get("content")
+            if text:
+                self.chunks += 1
+                texts.append(text)
+            if choice.get("finish_reason"):
+                self.finish = str(choice["finish_reason"])
+        return None
