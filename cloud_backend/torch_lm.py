@@ -12,7 +12,6 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -20,7 +19,7 @@ import torch
 from cloud_backend.llama import LlamaForCausalLM, load_llama
 from cloud_backend.paged_forward import KVBlockStorage, Row, forward_rows
 from cloud_backend.paged_kv import BlockPool, DetachedKVCache, KVCacheFull, PagedKVCache, RowPlan
-from switchyard.lm import KVCache, Logits, ModelConfig
+from switchyard.lm import KVBudget, KVCache, Logits, ModelConfig
 
 __all__ = [
     "DEFAULT_BLOCK_SIZE",
@@ -38,27 +37,6 @@ DEFAULT_KV_BUDGET_BYTES = 256 * 1024 * 1024
 SMALL_MODEL_PARAMETERS = 20_000_000
 # Beyond this many full context windows a larger budget buys nothing for one node's running batch.
 MAX_CONTEXTS_IN_BUDGET = 64
-
-
-@runtime_checkable
-class KVBudget(Protocol):
-    """Optional: a runtime whose KV memory is a fixed pool, so the engine can queue instead of failing.
-
-    Meant for ``switchyard.lm``; it lives here until the engine uses it.
-    """
-
-    @property
-    def kv_capacity_bytes(self) -> int:
-        """Bytes of keys and values the pool holds in all."""
-        ...
-
-    def kv_reservation_bytes(self, prompt_tokens: int, max_new_tokens: int) -> int:
-        """The most a new sequence can take of the pool (its tokens in whole blocks, plus one to copy)."""
-        ...
-
-    def can_admit(self, token_ids: Sequence[int], max_new_tokens: int) -> bool:
-        """Whether free and reusable blocks now cover the sequence's worst case, cached prefix discounted."""
-        ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from switchyard.lm import BatchPrefill, CacheOps, KVCache, LanguageModel, Logits
+from switchyard.lm import BatchPrefill, CacheOps, KVBudget, KVCache, LanguageModel, Logits
 from switchyard.sampling import Sampler
 from switchyard.session_kv import SessionKVStore
 from switchyard.textstream import IncrementalDecoder, StopMatcher
@@ -123,6 +123,12 @@ class GenerationEngine:
         self._ops = lm if isinstance(lm, CacheOps) else None
         self._batch_prefill = lm if isinstance(lm, BatchPrefill) else None
         self._kv_per_token = self._ops.kv_bytes_per_token if self._ops else _estimated_kv_per_token(lm)
+        # A runtime with a fixed KV pool knows what a sequence really takes (whole blocks) and how
+        # much there is: admission then queues requests instead of letting a step run out of blocks.
+        self._pool = lm if isinstance(lm, KVBudget) else None
+        if self._pool is not None:
+            cap = self._pool.kv_capacity_bytes
+            self.max_kv_bytes = cap if max_kv_bytes is None else min(max_kv_bytes, cap)
         self._lock = threading.Condition()
         self._inbox: collections.deque[_Sequence] = collections.deque()
         self._waiting: collections.deque[_Sequence] = collections.deque()
@@ -297,7 +303,10 @@ class GenerationEngine:
                     self._pop_waiting(seq)
                     self._emit(seq, Failed("bad_request", f"could not encode the chat: {type(exc).__name__}"))
                     continue
-            need = (len(seq.prompt_ids) + seq.max_new) * self._kv_per_token
+            if self._pool is not None:
+                need = self._pool.kv_reservation_bytes(len(seq.prompt_ids), seq.max_new)
+            else:
+                need = (len(seq.prompt_ids) + seq.max_new) * self._kv_per_token
             over = self.max_kv_bytes is not None and self._reserved_bytes + need > self.max_kv_bytes
             if over and active > 0:  # wait for memory; alone, a request runs whatever it needs
                 return

@@ -9,6 +9,7 @@ Runtimes are synchronous and not thread-safe: the engine calls them from its one
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -127,4 +128,22 @@ class BatchPrefill(Protocol):
 
         Returns the logits of each row's last position, shape ``(rows, vocab)``, and the caches.
         """
+        ...
+
+
+@runtime_checkable
+class KVBudget(Protocol):
+    """Optional: a runtime whose KV memory is a fixed pool, so the engine can queue instead of failing."""
+
+    @property
+    def kv_capacity_bytes(self) -> int:
+        """Bytes of keys and values the pool holds in all."""
+        ...
+
+    def kv_reservation_bytes(self, prompt_tokens: int, max_new_tokens: int) -> int:
+        """The most a new sequence can take of the pool (its tokens in whole blocks, plus one to copy)."""
+        ...
+
+    def can_admit(self, token_ids: Sequence[int], max_new_tokens: int) -> bool:
+        """Whether free and reusable blocks now cover the sequence's worst case, cached prefix discounted."""
         ...
