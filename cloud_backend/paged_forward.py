@@ -122,14 +122,13 @@ def forward_rows(model: LlamaForCausalLM, storage: KVBlockStorage, rows: Sequenc
         k = _rotate(attn.k_proj(h).view(n, width, attn.num_kv_heads, head_dim), cos, sin)
         v = attn.v_proj(h).view(n, width, attn.num_kv_heads, head_dim)
         if targets:
-            new_k = k.reshape(n * width, kv_heads, head_dim)
-            new_v = v.reshape(n * width, kv_heads, head_dim)
+            # Keys and values move together: one scatter and one gather per layer, not two.
+            new_kv = torch.stack((k, v)).view(2, n * width, kv_heads, head_dim)
             if not every_row:
-                new_k, new_v = new_k.index_select(0, src), new_v.index_select(0, src)
-            cache[0].index_copy_(0, dst, new_k)
-            cache[1].index_copy_(0, dst, new_v)
-        keys = cache[0].index_select(0, read).view(n, span * bs, kv_heads, head_dim).transpose(1, 2)
-        values = cache[1].index_select(0, read).view(n, span * bs, kv_heads, head_dim).transpose(1, 2)
+                new_kv = new_kv.index_select(1, src)
+            cache.index_copy_(1, dst, new_kv)
+        kv = cache.index_select(1, read).view(2, n, span * bs, kv_heads, head_dim).transpose(2, 3)
+        keys, values = kv[0], kv[1]
         out = F.scaled_dot_product_attention(
             q.transpose(1, 2), keys, values, attn_mask=allowed, enable_gqa=attn.num_heads != attn.num_kv_heads
         )
