@@ -7,15 +7,16 @@ first event of a served request is always ``RouteChosen``.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 from router.admission import Gate
 from router.cache import CachedReply, PromptCache, cache_key, cacheable, storable
 from router.calibration import ShareCalibrator
+from router.chat_types import ChatEvent, ChatRequest, Completed, Route, RouteChosen, TextOut
+from router.deadline import StreamDeadline, next_before
 from router.errors import NoBackendAvailable, UnknownSession, UpstreamFailed
 from router.fleet import Fleet
 from router.metrics import RouterMetrics
@@ -28,61 +29,25 @@ from switchyard.wire import ChatMessage, SamplingParams
 
 log = logging.getLogger(__name__)
 
+__all__ = ["ChatEvent", "ChatRequest", "ChatService", "Completed", "Route", "RouteChosen", "TextOut"]
+
 
 @dataclass(frozen=True, slots=True)
-class ChatRequest:
-    request_id: str
-    messages: tuple[ChatMessage, ...]  # what this request adds to the conversation
+class _Plan:
+    session_id: str | None
+    session_node: str
+    conversation: tuple[ChatMessage, ...]
+    decision: Decision
     params: SamplingParams
-    api: str  # "ws" | "openai"
-    session_id: str | None = None  # an existing session to continue
-    use_session: bool = False  # keep the conversation in the session store
-    model: str = ""
-    tenant: str = ""
+    deadline: float  # perf_counter time
+    cache_key: str | None
 
 
 @dataclass(frozen=True, slots=True)
-class Route:
-    target: str
-    node: str
-    reason: str
-    rule: str
-    attempts: tuple[str, ...] = ()  # what failed before the first token
-    failovers: tuple[str, ...] = ()  # nodes that failed mid-reply, and who continued
-
-    def as_dict(self) -> dict[str, object]:
-        out: dict[str, object] = {"target": self.target, "node": self.node, "reason": self.reason}
-        if self.attempts:
-            out["fallback_from"] = list(self.attempts)
-        if self.failovers:
-            out["failover"] = list(self.failovers)
-        return out
-
-
-@dataclass(frozen=True, slots=True)
-class RouteChosen:
-    route: Route
-    session_id: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class TextOut:
-    text: str
-
-
-@dataclass(frozen=True, slots=True)
-class Completed:
-    route: Route
-    session_id: str | None
-    finish_reason: str
-    prompt_tokens: int
-    completion_tokens: int
+class _Timing:
+    started: float
+    first_token_at: float  # 0.0: no text was produced
     ttft_ms: float
-    total_ms: float
-    text: str = field(repr=False, default="")
-
-
-ChatEvent = RouteChosen | TextOut | Completed
 
 
 class ChatService:
@@ -121,34 +86,24 @@ class ChatService:
         if self.gate is not None:
             await self.gate.enter(req.tenant)
         try:
-            session_id, history, session_tier, session_node = await self._open_session(req)
-            conversation = history + req.messages
-            policy = self._policy()
-            decision = decide(policy, self._features(req, conversation, session_tier, policy))
-            self.metrics.decisions.labels(decision.target, decision.rule).inc()
-            params = req.params
-            if decision.max_tokens is not None and params.max_tokens > decision.max_tokens:
-                params = replace(params, max_tokens=decision.max_tokens)
-            deadline = started + min(decision.deadline_s or self.request_timeout_s, self.request_timeout_s)
-            key = None
-            if self.cache is not None and policy.cache and cacheable(params, policy.cache_sampled):
-                key = cache_key(req.tenant, decision.target, req.model, conversation, params)
-                hit = await self._cache_get(key)
+            plan = await self._plan(req, started)
+            if plan.cache_key is not None:
+                hit = await self._cache_get(plan.cache_key)
                 if hit is not None:
-                    async for replayed in self._replay(req, hit, decision, session_id, started):
+                    async for replayed in self._replay(req, hit, plan.decision, plan.session_id, started):
                         yield replayed
                     return
-
+            decision, params = plan.decision, plan.params
             node, stream, first, attempts = await self._first_event(
                 req,
                 decision,
-                conversation,
+                plan.conversation,
                 params,
-                deadline,
+                plan.deadline,
                 continue_text="",
                 exclude=frozenset(),
-                session_id=session_id or "",
-                preferred=session_node,
+                session_id=plan.session_id or "",
+                preferred=plan.session_node,
             )
             route = Route(decision.target, node.id, decision.reason, decision.rule, attempts)
             if node.kind != decision.target:
@@ -156,16 +111,17 @@ class ChatService:
                     route, target=node.kind, reason=f"{decision.reason}; fell back to {node.kind}"
                 )
                 self.metrics.fallbacks.labels(decision.target, node.kind).inc()
-            yield RouteChosen(route, session_id)
+            yield RouteChosen(route, plan.session_id)
 
+            # The relay loop stays inline: a nested generator would cost a frame per token.
             parts: list[str] = []
             ttft_ms = 0.0
             first_token_at = 0.0
-            tokens_before = 0  # completion tokens produced by nodes that failed mid-reply
+            tokens = 0  # completion tokens relayed, from every node that served this reply
             failed_nodes: set[str] = set()
             ev: StreamEvent = first
             self.metrics.active_streams.inc()
-            relay_deadline = _Deadline(deadline)
+            deadline = StreamDeadline(plan.deadline)
             try:
                 while True:
                     if isinstance(ev, wire.Delta):
@@ -174,7 +130,7 @@ class ChatService:
                             ttft_ms = (first_token_at - started) * 1000
                             self.metrics.ttft.labels(route.target).observe(ttft_ms / 1000)
                         parts.append(ev.text)
-                        tokens_before += ev.tokens
+                        tokens += ev.tokens
                         yield TextOut(ev.text)
                     elif isinstance(ev, wire.Done) and ev.finish_reason != "cancelled":
                         break
@@ -190,7 +146,7 @@ class ChatService:
                         await stream.aclose()  # type: ignore[attr-defined]
                         failed_nodes.add(node.id)
                         self.fleet.record(node.id, failed=True)
-                        left = params.max_tokens - tokens_before
+                        left = params.max_tokens - tokens
                         if left <= 0:
                             ev = wire.Done(-1, "length", 0, 0)
                             break
@@ -198,84 +154,113 @@ class ChatService:
                         node, stream, ev, more = await self._first_event(
                             req,
                             decision,
-                            conversation,
+                            plan.conversation,
                             replace(params, max_tokens=left),
-                            deadline,
+                            plan.deadline,
                             continue_text="".join(parts),
                             exclude=frozenset(failed_nodes),
-                            session_id=session_id or "",
+                            session_id=plan.session_id or "",
                             preferred="",
                         )
+                        note = f"{old.id} -> {node.id} after {tokens} tokens ({why})"
                         route = replace(
                             route,
                             node=node.id,
                             target=node.kind,
-                            failovers=(
-                                *route.failovers,
-                                f"{old.id} -> {node.id} after {tokens_before} tokens ({why})",
-                            ),
+                            failovers=(*route.failovers, note),
                             attempts=route.attempts + more,
                         )
                         self.metrics.fallbacks.labels(old.kind, node.kind).inc()
                         continue
                     try:
-                        ev = await relay_deadline.next(stream)
+                        ev = await deadline.next(stream)
                     except StopAsyncIteration:
                         ev = wire.Error(-1, "stream_ended", "the node's stream ended without done")
                     except TimeoutError as exc:
                         raise UpstreamFailed(f"node {node.id}: request deadline passed mid-reply") from exc
             finally:
-                relay_deadline.close()
+                deadline.close()
                 self.metrics.active_streams.dec()
                 await stream.aclose()  # type: ignore[attr-defined]
             self.fleet.record(node.id, failed=False)
-            text = "".join(parts)
-            total_ms = (time.perf_counter() - started) * 1000
-            if not parts:
-                ttft_ms = total_ms
-            elif tokens_before > 1:
-                per_token = (time.perf_counter() - first_token_at) / (tokens_before - 1)
-                self.metrics.tpot.labels(route.target).observe(per_token)
-            self.metrics.routed.labels(route.target).inc()
-            # An exponentially weighted share over roughly the last 200 requests.
-            self._cloud_share += ((route.target == "cloud") - self._cloud_share) / 200
-            self.metrics.cloud_share.set(self._cloud_share)
-            self.metrics.completion_tokens.labels(route.target).inc(tokens_before)
-            if req.use_session and session_id is not None:
-                # Only a completed reply is stored, with the turn that asked for it.
-                turns = (*req.messages, ChatMessage("assistant", text))
-                await self.sessions.append(session_id, turns, tier=route.target, node=node.id)
-            if key is not None and storable(ev.finish_reason):
-                await self._cache_put(key, text, ev.finish_reason, ev.prompt_tokens, tokens_before, route)
-            if self.gate is not None:
-                await self.gate.charge(req.tenant, ev.prompt_tokens + tokens_before)
-            prompt_tokens = (
-                ev.prompt_tokens if not route.failovers else conversation_tokens(self.counter, conversation)
-            )
-            # One structured line per chat: who, where, how fast. Never the prompt or reply text.
-            log.info(
-                "chat completed",
-                extra={
-                    "request_id": req.request_id,
-                    "api": req.api,
-                    "tenant": req.tenant,
-                    "target": route.target,
-                    "node": route.node,
-                    "rule": route.rule,
-                    "failovers": len(route.failovers),
-                    "prompt_tokens": prompt_tokens,
-                    "completion_tokens": tokens_before,
-                    "ttft_ms": round(ttft_ms, 2),
-                    "total_ms": round(total_ms, 2),
-                    "finish_reason": ev.finish_reason,
-                },
-            )
-            yield Completed(
-                route, session_id, ev.finish_reason, prompt_tokens, tokens_before, ttft_ms, total_ms, text
-            )
+            timing = _Timing(started, first_token_at if parts else 0.0, ttft_ms)
+            yield await self._complete(req, plan, route, "".join(parts), ev, tokens, timing)
         finally:
             if self.gate is not None:
                 self.gate.leave()
+
+    async def _plan(self, req: ChatRequest, started: float) -> _Plan:
+        """Everything decided before a node is asked: session, route decision, caps, deadline, cache key."""
+        session_id, history, session_tier, session_node = await self._open_session(req)
+        conversation = history + req.messages
+        policy = self._policy()
+        decision = decide(policy, self._features(req, conversation, session_tier, policy))
+        self.metrics.decisions.labels(decision.target, decision.rule).inc()
+        params = req.params
+        if decision.max_tokens is not None and params.max_tokens > decision.max_tokens:
+            params = replace(params, max_tokens=decision.max_tokens)
+        deadline = started + min(decision.deadline_s or self.request_timeout_s, self.request_timeout_s)
+        key = None
+        if self.cache is not None and policy.cache and cacheable(params, policy.cache_sampled):
+            key = cache_key(req.tenant, decision.target, req.model, conversation, params)
+        return _Plan(session_id, session_node, conversation, decision, params, deadline, key)
+
+    async def _complete(
+        self,
+        req: ChatRequest,
+        plan: _Plan,
+        route: Route,
+        text: str,
+        done: StreamEvent,
+        tokens: int,
+        t: _Timing,
+    ) -> Completed:
+        """Book a finished reply: metrics, session turns, cache, token budget, one log line."""
+        finish = done.finish_reason if isinstance(done, wire.Done) else "stop"
+        node_prompt_tokens = done.prompt_tokens if isinstance(done, wire.Done) else 0
+        now = time.perf_counter()
+        total_ms = (now - t.started) * 1000
+        ttft_ms = t.ttft_ms if t.first_token_at else total_ms
+        if t.first_token_at and tokens > 1:
+            self.metrics.tpot.labels(route.target).observe((now - t.first_token_at) / (tokens - 1))
+        self.metrics.routed.labels(route.target).inc()
+        # An exponentially weighted share over roughly the last 200 requests.
+        self._cloud_share += ((route.target == "cloud") - self._cloud_share) / 200
+        self.metrics.cloud_share.set(self._cloud_share)
+        self.metrics.completion_tokens.labels(route.target).inc(tokens)
+        if req.use_session and plan.session_id is not None:
+            # Only a completed reply is stored, with the turn that asked for it.
+            turns = (*req.messages, ChatMessage("assistant", text))
+            await self.sessions.append(plan.session_id, turns, tier=route.target, node=route.node)
+        if plan.cache_key is not None and storable(finish):
+            await self._cache_put(plan.cache_key, text, finish, node_prompt_tokens, tokens, route)
+        if self.gate is not None:
+            await self.gate.charge(req.tenant, node_prompt_tokens + tokens)
+        # After a failover the last node saw a longer prompt; report the conversation's own size.
+        prompt_tokens = (
+            node_prompt_tokens
+            if not route.failovers
+            else conversation_tokens(self.counter, plan.conversation)
+        )
+        # One structured line per chat: who, where, how fast. Never the prompt or reply text.
+        log.info(
+            "chat completed",
+            extra={
+                "request_id": req.request_id,
+                "api": req.api,
+                "tenant": req.tenant,
+                "target": route.target,
+                "node": route.node,
+                "rule": route.rule,
+                "failovers": len(route.failovers),
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": tokens,
+                "ttft_ms": round(ttft_ms, 2),
+                "total_ms": round(total_ms, 2),
+                "finish_reason": finish,
+            },
+        )
+        return Completed(route, plan.session_id, finish, prompt_tokens, tokens, ttft_ms, total_ms, text)
 
     async def _cache_get(self, key: str) -> CachedReply | None:
         assert self.cache is not None
@@ -405,7 +390,7 @@ class ChatService:
                 )
                 budget = min(self.first_token_timeout_s, deadline - time.perf_counter())
                 try:
-                    first = await _next(stream, time.perf_counter() + budget)
+                    first = await next_before(stream, time.perf_counter() + budget)
                 except (UpstreamUnavailable, TimeoutError, StopAsyncIteration) as exc:
                     await stream.aclose()  # type: ignore[attr-defined]
                     attempts.append(f"{node.id}: {type(exc).__name__}")
@@ -425,60 +410,3 @@ class ChatService:
             if tried == set(exclude):
                 attempts.append(f"{tier}: no healthy node")
         raise NoBackendAvailable("no backend could take the request (" + "; ".join(attempts) + ")")
-
-
-class _Deadline:
-    """The request deadline for the per-token waits of one reply, on one timer for the whole reply.
-
-    Same outcome as ``_next`` (``TimeoutError`` from the wait that passes the deadline, or from the
-    next wait when it passed in between), without arming and disarming a timeout for every token,
-    which cost about a tenth of the router's CPU time at 32 tokens a reply. The timer cancels the
-    task only while it waits on the stream, never while the caller is busy with a yielded event.
-    """
-
-    __slots__ = ("_cancelling", "_deadline", "_expired", "_fired", "_handle", "_task", "_waiting")
-
-    def __init__(self, deadline: float) -> None:
-        loop = asyncio.get_running_loop()
-        self._deadline = deadline
-        self._handle = loop.call_at(loop.time() + (deadline - time.perf_counter()), self._expire)
-        self._task: asyncio.Task[object] | None = None
-        self._waiting = False
-        self._expired = False
-        self._fired = False
-        self._cancelling = 0
-
-    def _expire(self) -> None:
-        self._expired = True
-        if self._waiting and self._task is not None:
-            self._fired = True
-            self._task.cancel()
-
-    async def next(self, stream: AsyncIterator[StreamEvent]) -> StreamEvent:
-        if self._expired or self._deadline - time.perf_counter() <= 0:
-            raise TimeoutError("request deadline passed")
-        task = self._task = asyncio.current_task()
-        assert task is not None
-        self._cancelling = task.cancelling()
-        self._waiting = True
-        try:
-            return await anext(stream)
-        except asyncio.CancelledError as exc:
-            # Ours only if no one else cancelled the task too (as asyncio.timeout decides).
-            if self._fired and task.uncancel() <= self._cancelling:
-                raise TimeoutError("request deadline passed") from exc
-            raise
-        finally:
-            self._waiting = False
-
-    def close(self) -> None:
-        self._handle.cancel()
-
-
-async def _next(stream: AsyncIterator[StreamEvent], deadline: float) -> StreamEvent:
-    remaining = deadline - time.perf_counter()
-    if remaining <= 0:
-        raise TimeoutError("request deadline passed")
-    # asyncio.timeout, unlike wait_for, runs anext in this task: no task per token.
-    async with asyncio.timeout(remaining):
-        return await anext(stream)

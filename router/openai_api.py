@@ -13,7 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from router.admission import bearer, identify
-from router.chat import ChatEvent, ChatRequest, Completed, Route, RouteChosen, TextOut
+from router.chat_types import ChatEvent, ChatRequest, Completed, Route, RouteChosen, TextOut
 from router.errors import InvalidParams, MalformedJSON, RetryLater, SwitchyardError
 from router.metrics import RouterMetrics
 from router.state import CHAT, CONFIG, METRICS

@@ -18,7 +18,8 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from router.admission import bearer, identify
-from router.chat import ChatRequest, ChatService, Completed, RouteChosen, TextOut
+from router.chat import ChatService
+from router.chat_types import ChatRequest, Completed, RouteChosen, TextOut
 from router.errors import (
     DuplicateRequestId,
     FrameTooLarge,

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from router.chat import _Deadline
+from router.deadline import StreamDeadline
 from router.upstream.base import StreamEvent
 from switchyard import wire
 
@@ -22,7 +22,7 @@ async def _stream(n: int, *, stall_after: bool = False) -> AsyncIterator[StreamE
 
 
 async def test_events_pass_through_before_the_deadline() -> None:
-    d = _Deadline(time.perf_counter() + 5)
+    d = StreamDeadline(time.perf_counter() + 5)
     stream = _stream(3)
     try:
         got = [await d.next(stream) for _ in range(4)]
@@ -32,7 +32,7 @@ async def test_events_pass_through_before_the_deadline() -> None:
 
 
 async def test_a_stalled_stream_times_out_at_the_deadline() -> None:
-    d = _Deadline(time.perf_counter() + 0.05)
+    d = StreamDeadline(time.perf_counter() + 0.05)
     stream = _stream(1, stall_after=True)
     start = time.perf_counter()
     try:
@@ -47,7 +47,7 @@ async def test_a_stalled_stream_times_out_at_the_deadline() -> None:
 
 
 async def test_a_deadline_passing_between_waits_fails_the_next_wait() -> None:
-    d = _Deadline(time.perf_counter() + 0.02)
+    d = StreamDeadline(time.perf_counter() + 0.02)
     stream = _stream(3)
     try:
         await d.next(stream)
@@ -59,7 +59,7 @@ async def test_a_deadline_passing_between_waits_fails_the_next_wait() -> None:
 
 
 async def test_an_outside_cancel_stays_a_cancel() -> None:
-    d = _Deadline(time.perf_counter() + 5)
+    d = StreamDeadline(time.perf_counter() + 5)
 
     async def relay() -> None:
         await d.next(_stream(0, stall_after=True))
