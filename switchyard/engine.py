@@ -37,7 +37,7 @@ import numpy as np
 from switchyard.lm import BatchPrefill, CacheOps, KVBudget, KVCache, LanguageModel, Logits
 from switchyard.sampling import Sampler
 from switchyard.session_kv import SessionKVStore
-from switchyard.textstream import IncrementalDecoder, StopMatcher
+from switchyard.textstream import ByteTableDecoder, IncrementalDecoder, StopMatcher
 from switchyard.tokenizer import ChatTokenizer
 from switchyard.wire import ChatMessage, SamplingParams
 
@@ -92,7 +92,7 @@ class _Sequence:
     max_new: int = 0
     cancelled: bool = False
     sampler: Sampler | None = None
-    decoder: IncrementalDecoder | None = None
+    decoder: IncrementalDecoder | ByteTableDecoder | None = None
     stopper: StopMatcher | None = None
 
 
@@ -413,7 +413,10 @@ class GenerationEngine:
         seq.prompt_ids = ids
         seq.max_new = max(1, min(seq.params.max_tokens, ctx - len(ids)))
         seq.sampler = Sampler(seq.params)
-        seq.decoder = IncrementalDecoder(self.tokenizer.decode)
+        table = self.tokenizer.byte_table
+        seq.decoder = (
+            ByteTableDecoder(table) if table is not None else IncrementalDecoder(self.tokenizer.decode)
+        )
         seq.stopper = StopMatcher(seq.params.stop)
 
     def _step(self) -> None:
@@ -429,6 +432,12 @@ class GenerationEngine:
                 self._emit(seq, Failed("inference_error", f"decode step failed: {type(exc).__name__}"))
             return
         logits = self._mask(logits)
+        if all(seq.params.temperature <= 0.0 for seq in batch):
+            # All greedy (the common case for chat APIs at temperature 0): one argmax for the batch.
+            for seq, cache, token in zip(batch, caches, logits.argmax(axis=-1).tolist(), strict=True):
+                seq.cache = cache
+                self._accept(seq, token)
+            return
         for i, seq in enumerate(batch):
             seq.cache = caches[i]
             assert seq.sampler is not None

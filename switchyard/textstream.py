@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 from collections.abc import Callable, Sequence
 
 Decode = Callable[[Sequence[int]], str]
@@ -76,3 +77,55 @@ class StopMatcher:
     def flush(self) -> str:
         held, self._held = self._held, ""
         return held
+
+
+class ByteTableDecoder:
+    """Incremental decoding for byte-level BPE vocabularies: one table look-up per token.
+
+    Each token stands for a fixed byte string, so the reply is those bytes in order, decoded as
+    UTF-8 as they arrive (a character split across tokens waits for its last byte). This gives the
+    same text as decoding the whole sequence, at a fraction of the cost of ``IncrementalDecoder``.
+    """
+
+    __slots__ = ("_table", "_utf8")
+
+    def __init__(self, table: Sequence[bytes]) -> None:
+        self._table = table
+        self._utf8 = codecs.getincrementaldecoder("utf-8")("replace")
+
+    def push(self, token_id: int) -> str:
+        return str(self._utf8.decode(self._table[token_id]))
+
+    def flush(self) -> str:
+        return str(self._utf8.decode(b"", final=True))
+
+
+def _byte_level_alphabet() -> dict[str, int]:
+    """The printable stand-in character of each byte in byte-level BPE vocabularies (GPT-2 scheme):
+    printable Latin-1 bytes stand for themselves, the others are shifted past 255 in order."""
+    printable = [
+        *range(ord("!"), ord("~") + 1),
+        *range(ord("¡"), ord("¬") + 1),
+        *range(ord("®"), ord("ÿ") + 1),
+    ]
+    chars = {b: b for b in printable}
+    shifted = 0
+    for b in range(256):
+        if b not in chars:
+            chars[b] = 256 + shifted
+            shifted += 1
+    return {chr(c): b for b, c in chars.items()}
+
+
+def byte_level_table(vocab: dict[str, int], skipped: set[int], added: dict[int, str]) -> list[bytes]:
+    """Bytes of every token id of a byte-level BPE vocabulary; ``skipped`` ids decode to nothing and
+    ``added`` (non-special added tokens) to their text as it is."""
+    alphabet = _byte_level_alphabet()
+    table = [b""] * (max([*vocab.values(), *added, 0]) + 1)
+    for piece, token_id in vocab.items():
+        table[token_id] = bytes(alphabet[ch] for ch in piece)
+    for token_id, text in added.items():
+        table[token_id] = text.encode()
+    for token_id in skipped:
+        table[token_id] = b""
+    return table

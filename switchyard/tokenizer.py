@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from switchyard.textstream import ByteTableDecoder, byte_level_table
 from switchyard.wire import ChatMessage
 
 # Used when a model folder ships no template: plain role-tagged turns.
@@ -36,11 +37,32 @@ class ChatTokenizer:
                 if tok.special and i != self.eos_id
             )
         )
+        self.byte_table = self._byte_table(model_dir / "tokenizer.json")
         template = cfg.get("chat_template") or DEFAULT_CHAT_TEMPLATE
         if isinstance(template, list):  # HF allows a list of named templates
             template = next((t["template"] for t in template if t.get("name") == "default"), None)
             template = template or DEFAULT_CHAT_TEMPLATE
         self._template = _compile(str(template))
+
+    def _byte_table(self, path: Path) -> list[bytes] | None:
+        """Each token's bytes, when this is a byte-level BPE tokenizer whose decoding is exactly those
+        bytes (checked on a sample); ``None`` otherwise, and streaming decodes the slow general way."""
+        raw = json.loads(path.read_text())
+        decoder = raw.get("decoder") or {}
+        model = raw.get("model") or {}
+        if decoder.get("type") != "ByteLevel" or model.get("type") != "BPE" or raw.get("normalizer"):
+            return None
+        added = self._tok.get_added_tokens_decoder()
+        special = {i for i, tok in added.items() if tok.special}
+        plain = {i: tok.content for i, tok in added.items() if not tok.special}
+        try:
+            table = byte_level_table(model["vocab"], special, plain)
+        except (KeyError, TypeError, ValueError):
+            return None
+        sample = list(range(min(len(table), 4096)))
+        stream = ByteTableDecoder(table)
+        fast = "".join(stream.push(i) for i in sample) + stream.flush()
+        return table if fast == self.decode(sample) else None
 
     @property
     def vocab_size(self) -> int:

@@ -59,3 +59,27 @@ def test_greedy_and_seeded_sampling() -> None:
     assert {s.pick(logits) for _ in range(50)} <= {1, 3}
     s = Sampler(SamplingParams(temperature=1.0, top_p=0.01, seed=1))
     assert {s.pick(logits) for _ in range(20)} == {1}
+
+
+def test_byte_table_decoding_equals_whole_sequence_decoding(demo_models: object) -> None:
+    import random
+
+    from switchyard.textstream import ByteTableDecoder
+    from switchyard.tokenizer import ChatTokenizer
+
+    tok = ChatTokenizer(demo_models.edge)  # type: ignore[attr-defined]
+    assert tok.byte_table is not None  # the demo tokenizer is byte-level BPE
+    draw = random.Random(0)
+    for _ in range(500):
+        ids = [draw.randrange(tok.vocab_size) for _ in range(draw.randrange(1, 40))]
+        stream = ByteTableDecoder(tok.byte_table)
+        assert "".join(stream.push(i) for i in ids) + stream.flush() == tok.decode(ids)
+
+
+def test_byte_table_holds_back_a_split_character() -> None:
+    from switchyard.textstream import ByteTableDecoder
+
+    stream = ByteTableDecoder([b"a", "\u00e9".encode()[:1], "\u00e9".encode()[1:]])
+    assert stream.push(0) == "a"
+    assert stream.push(1) == ""
+    assert stream.push(2) == "\u00e9"
