@@ -36,6 +36,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=None,
         help="weights in model.onnx.data beside the graph (default: only past protobuf's 2 GB limit)",
     )
+    export.add_argument(
+        "--int8", action="store_true", help="int8 matrix weights (dynamic quantization): for CPU edge nodes"
+    )
     export.set_defaults(func=_export)
 
 
@@ -50,5 +53,10 @@ def _build(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from edge_runtime.hf_export import export_hf_dir
 
-    print(export_hf_dir(args.hf_dir, args.out_dir, external_data=args.external_data))
+    path = export_hf_dir(args.hf_dir, args.out_dir, external_data=args.external_data)
+    if args.int8:
+        from edge_runtime.quantize import quantize_int8
+
+        path = quantize_int8(args.out_dir)
+    print(path)
     return 0
