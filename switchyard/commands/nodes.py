@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
+import logging
 import os
 from pathlib import Path
 
 from switchyard.node_server import NodeOptions, serve_node
+
+log = logging.getLogger(__name__)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -26,6 +30,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "--secret-env",
             default="SWITCHYARD_CLUSTER_SECRET",
             help="environment variable holding the cluster secret routers must present",
+        )
+        p.add_argument(
+            "--allow-no-secret",
+            action="store_true",
+            help="serve on a non-loopback address without a cluster secret (any router may connect)",
         )
         p.add_argument("--drain-grace-s", type=float, default=30.0, help="on SIGTERM, time to finish streams")
         p.add_argument(
@@ -59,11 +68,21 @@ def _add_tensor_parallel_args(p: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    secret = os.environ.get(args.secret_env, "")
+    if not secret and not _loopback(args.host) and not args.allow_no_secret:
+        # Refuse an open node on a reachable address rather than serve every router that finds it.
+        log.error(
+            "no cluster secret in $%s while listening on %s: set it (routers present the same value) "
+            "or pass --allow-no-secret",
+            args.secret_env,
+            args.host,
+        )
+        return 2
     opts = NodeOptions(
         model_dir=args.model,
         kind=args.kind,
         node_id=args.node_id,
-        secret=os.environ.get(args.secret_env, ""),
+        secret=secret,
         max_running=args.max_running,
         max_queued=args.max_queued,
         max_kv_bytes=args.max_kv_mib * 2**20 if args.max_kv_mib else None,
@@ -93,6 +112,13 @@ def _run(args: argparse.Namespace) -> int:
         )
     )
     return 0
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 def _install_uvloop() -> None:
