@@ -113,7 +113,7 @@ async def test_overload_answers_503_early(
 ) -> None:
     router = await start_router([fleet_nodes["edge"], fleet_nodes["cloud"]], max_inflight=2)
     async with aiohttp.ClientSession() as http:
-        slow = {**ASK, "max_tokens": 400, "ignore_eos": True, "stream": True}
+        slow = {**ASK, "max_tokens": 900, "ignore_eos": True, "stream": True}
 
         async def one(i: int) -> int:
             body = {**slow, "messages": [{"role": "user", "content": f"Story {i}"}]}

@@ -36,9 +36,16 @@ class FlakyModel:
         return self.inner.decode(token_ids, caches)  # type: ignore[no-any-return]
 
 
-async def _collect(engine: GenerationEngine, text: str, max_tokens: int) -> list[object]:
+async def _collect(
+    engine: GenerationEngine, text: str, max_tokens: int, started: asyncio.Event | None = None
+) -> list[object]:
     params = SamplingParams(max_tokens=max_tokens, ignore_eos=True)
-    return [ev async for ev in engine.generate([ChatMessage("user", text)], params)]
+    events: list[object] = []
+    async for ev in engine.generate([ChatMessage("user", text)], params):
+        events.append(ev)
+        if started is not None and isinstance(ev, TextChunk):
+            started.set()
+    return events
 
 
 async def test_failed_step_fails_its_streams_and_the_engine_recovers(demo_models: Any) -> None:
@@ -49,9 +56,12 @@ async def test_failed_step_fails_its_streams_and_the_engine_recovers(demo_models
     engine.start()
     try:
         # Two streams running; a third waits for a slot and is not part of the failing step.
-        running = [asyncio.create_task(_collect(engine, f"Story {i}", 900)) for i in range(2)]
-        await asyncio.sleep(0.2)
+        started = [asyncio.Event(), asyncio.Event()]
+        running = [asyncio.create_task(_collect(engine, f"Story {i}", 900, started[i])) for i in range(2)]
+        for event in started:  # both are streaming before the fault is armed
+            await asyncio.wait_for(event.wait(), 30)
         waiting = asyncio.create_task(_collect(engine, "Later", 5))
+        await asyncio.sleep(0)
         model.armed = True
         results = await asyncio.gather(*running)
         for events in results:
