@@ -9,12 +9,13 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 from aiohttp import web
 
 from switchyard import openai_format as oai
-from switchyard.engine import Failed, Finished, QueueFull, TextChunk
+from switchyard.engine import Event, Failed, Finished, QueueFull, TextChunk
 from switchyard.node_server import STATE, NodeState
 
 MAX_BODY_BYTES = 1024 * 1024
@@ -57,9 +58,14 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     model = state.identity.model
     events = state.engine.generate(parsed.messages, parsed.params)
     try:
+        # A full queue shows at the first event: take it before any response is started.
+        try:
+            first = await anext(events)
+        except QueueFull as exc:
+            return _error(503, str(exc), "overloaded")
         if not parsed.stream:
             parts: list[str] = []
-            async for ev in events:
+            async for ev in _chain(first, events):
                 if isinstance(ev, TextChunk):
                     parts.append(ev.text)
                 elif isinstance(ev, Finished):
@@ -74,7 +80,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         await resp.prepare(request)
         writer = oai.ChunkWriter(completion_id, created, model)
         await resp.write(writer.delta({"role": "assistant", "content": ""}))
-        async for ev in events:
+        async for ev in _chain(first, events):
             if isinstance(ev, TextChunk):
                 await resp.write(writer.text(ev.text))
             elif isinstance(ev, Finished):
@@ -86,7 +92,11 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
                 return resp
         await resp.write(oai.DONE_LINE)
         return resp
-    except QueueFull as exc:
-        return _error(503, str(exc), "overloaded")
     finally:
         await events.aclose()  # type: ignore[attr-defined]
+
+
+async def _chain(first: Event, rest: AsyncIterator[Event]) -> AsyncIterator[Event]:
+    yield first
+    async for ev in rest:
+        yield ev
