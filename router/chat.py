@@ -47,7 +47,6 @@ class _Plan:
 class _Timing:
     started: float
     first_token_at: float  # 0.0: no text was produced
-    ttft_ms: float
 
 
 class ChatService:
@@ -115,7 +114,6 @@ class ChatService:
 
             # The relay loop stays inline: a nested generator would cost a frame per token.
             parts: list[str] = []
-            ttft_ms = 0.0
             first_token_at = 0.0
             tokens = 0  # completion tokens relayed, from every node that served this reply
             failed_nodes: set[str] = set()
@@ -127,8 +125,7 @@ class ChatService:
                     if isinstance(ev, wire.Delta):
                         if not parts:
                             first_token_at = time.perf_counter()
-                            ttft_ms = (first_token_at - started) * 1000
-                            self.metrics.ttft.labels(route.target).observe(ttft_ms / 1000)
+                            self.metrics.ttft.labels(route.target).observe(first_token_at - started)
                         parts.append(ev.text)
                         tokens += ev.tokens
                         yield TextOut(ev.text)
@@ -183,7 +180,8 @@ class ChatService:
                 self.metrics.active_streams.dec()
                 await stream.aclose()  # type: ignore[attr-defined]
             self.fleet.record(node.id, failed=False)
-            timing = _Timing(started, first_token_at if parts else 0.0, ttft_ms)
+            timing = _Timing(started, first_token_at)
+            assert isinstance(ev, wire.Done)  # the relay leaves its loop only on Done
             yield await self._complete(req, plan, route, "".join(parts), ev, tokens, timing)
         finally:
             if self.gate is not None:
@@ -211,16 +209,16 @@ class ChatService:
         plan: _Plan,
         route: Route,
         text: str,
-        done: StreamEvent,
+        done: wire.Done,
         tokens: int,
         t: _Timing,
     ) -> Completed:
         """Book a finished reply: metrics, session turns, cache, token budget, one log line."""
-        finish = done.finish_reason if isinstance(done, wire.Done) else "stop"
-        node_prompt_tokens = done.prompt_tokens if isinstance(done, wire.Done) else 0
+        finish = done.finish_reason
+        node_prompt_tokens = done.prompt_tokens
         now = time.perf_counter()
         total_ms = (now - t.started) * 1000
-        ttft_ms = t.ttft_ms if t.first_token_at else total_ms
+        ttft_ms = (t.first_token_at - t.started) * 1000 if t.first_token_at else total_ms
         if t.first_token_at and tokens > 1:
             self.metrics.tpot.labels(route.target).observe((now - t.first_token_at) / (tokens - 1))
         self.metrics.routed.labels(route.target).inc()
