@@ -9,7 +9,6 @@ graph is traced with a non-empty dummy past so that no shape is specialised to z
 from __future__ import annotations
 
 import copy
-import shutil
 import warnings
 from pathlib import Path
 
@@ -17,12 +16,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from cloud_backend.llama import LlamaForCausalLM, load_llama
+from cloud_backend.llama import LlamaForCausalLM
 from switchyard.lm import ModelConfig
 
 ONNX_NAME = "model.onnx"
 # Files of a Hugging Face folder that the ONNX folder needs as they are.
-_COPIED = ("config.json", "tokenizer.json", "tokenizer_config.json", "generation_config.json")
 
 
 class _OptimumSignature(nn.Module):
@@ -139,13 +137,3 @@ def check_zero_past(path: Path, model: LlamaForCausalLM) -> None:
     tolerance = 1e-2 if np_dtype == np.float16 else 1e-3
     if diff > tolerance:
         raise RuntimeError(f"{path}: ONNX logits with an empty past differ from torch by {diff}")
-
-
-def export_model_dir(hf_dir: Path, out_dir: Path, *, opset: int = 17, fp16: bool = False) -> Path:
-    """Export a Hugging Face Llama folder to ``out_dir/model.onnx`` next to its config and tokenizer."""
-    model = load_llama(hf_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for name in _COPIED:
-        if (hf_dir / name).exists():
-            shutil.copyfile(hf_dir / name, out_dir / name)
-    return export_onnx(model, out_dir / ONNX_NAME, opset=opset, fp16=fp16)

@@ -127,7 +127,11 @@ async def _healthz(request: web.Request) -> web.Response:
 
 async def _readyz(request: web.Request) -> web.Response:
     fleet = request.app[FLEET]
-    nodes = {c.id: {"kind": c.kind, "connected": c.connected, "error": c.last_error} for c in fleet.all()}
+    ejected = set(fleet.ejected())
+    nodes = {
+        c.id: {"kind": c.kind, "connected": c.connected, "ejected": c.id in ejected, "error": c.last_error}
+        for c in fleet.all()
+    }
     ready = fleet.any_healthy()
     return web.json_response({"ready": ready, "nodes": nodes}, status=200 if ready else 503)
 

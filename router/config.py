@@ -88,7 +88,6 @@ class RouterConfig(BaseModel):
     node_queue_limit: int = Field(16, ge=1, description="a node with this many queued requests takes no more")
     first_token_timeout_s: float = Field(30.0, gt=0)
     request_timeout_s: float = Field(300.0, gt=0)
-    static_dir: Path | None = None
 
 
 def load_config(path: Path) -> RouterConfig:

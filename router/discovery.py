@@ -40,7 +40,6 @@ class RegistryWatcher:
         self._static = static_ids  # nodes from the config file: never removed by discovery
         self._retiring: dict[str, Upstream] = {}
         self._task: asyncio.Task[None] | None = None
-        self.records: dict[str, NodeRecord] = {}
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="fleet-discovery")
@@ -76,7 +75,6 @@ class RegistryWatcher:
                 live[node_id] = rec
         if gone:  # expired records: drop them from the index too
             await self._r.srem(index_key(self._prefix), *gone)
-        self.records = live
         for node_id, rec in live.items():
             current = self._fleet.get(node_id)
             if current is not None and current.endpoint.url == rec.url:

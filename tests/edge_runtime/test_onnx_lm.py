@@ -119,14 +119,3 @@ def test_fp16_export_runs(tmp_path: Path) -> None:
     assert isinstance(cache, OnnxKVCache) and cache.layers[0][0].dtype == np.float16
     logits, _ = lm.decode([9], [cache])
     np.testing.assert_allclose(logits[0], torch_last_logits(model, [*ids, 9]), atol=5e-2, rtol=5e-2)
-
-
-def test_export_model_dir(exported: Exported, tmp_path: Path) -> None:
-    from cloud_backend.llama import save_llama
-    from edge_runtime.export import export_model_dir
-
-    model, _ = exported
-    save_llama(model, tmp_path / "hf")
-    export_model_dir(tmp_path / "hf", tmp_path / "onnx")
-    lm = load(tmp_path / "onnx", threads=1)
-    np.testing.assert_allclose(lm.prefill([4, 2])[0], torch_last_logits(model, [4, 2]), atol=1e-4, rtol=1e-4)

@@ -146,6 +146,7 @@ async def test_health_ready_and_metrics(start_router: StartRouter, fleet_nodes: 
             body = await resp.json()
             assert resp.status == 200 and body["ready"] is True
             assert body["nodes"]["edge-1"]["connected"] is True
+            assert body["nodes"]["edge-1"]["ejected"] is False
         async with http.get(router.http + "/metrics") as resp:
             text = await resp.text()
         async with http.get(router.http + "/") as resp:
