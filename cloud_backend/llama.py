@@ -110,13 +110,6 @@ def _apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     return x * cos[:, None] + _rotate_half(x) * sin[:, None]
 
 
-def _repeat_kv(x: Tensor, times: int) -> Tensor:
-    """``[b, kv, s, d]`` to ``[b, kv * times, s, d]``; query head ``h`` reads kv head ``h // times``."""
-    if times == 1:
-        return x
-    return x.unsqueeze(2).expand(-1, -1, times, -1, -1).flatten(1, 2)
-
-
 class LlamaAttention(nn.Module):
     """Grouped-query attention over ``num_heads`` query heads and ``num_kv_heads`` kv heads of this rank.
 
@@ -161,10 +154,16 @@ class LlamaAttention(nn.Module):
             k = torch.cat((past[0], k), dim=2)
             v = torch.cat((past[1], v), dim=2)
         present = (k, v)
+        # Grouped-query attention without repeating keys and values per query head: the query heads
+        # that share a kv head ride along the query axis (head h = kv head h // groups), so one matmul
+        # per kv head covers them and the cache is never copied to the query heads' count.
         groups = self.num_heads // self.num_kv_heads
-        scores = q @ _repeat_kv(k, groups).transpose(2, 3) * (1.0 / math.sqrt(self.head_dim))
+        total = k.shape[2]
+        q = q.reshape(b, self.num_kv_heads, groups * t, self.head_dim)
+        scores = (q @ k.transpose(2, 3)).view(b, self.num_heads, t, total) * (1.0 / math.sqrt(self.head_dim))
         probs = torch.softmax(scores.float() + bias, dim=-1).to(q.dtype)
-        out = (probs @ _repeat_kv(v, groups)).transpose(1, 2).reshape(b, t, self.num_heads * self.head_dim)
+        grouped = probs.view(b, self.num_kv_heads, groups * t, total) @ v
+        out = grouped.view(b, self.num_heads, t, self.head_dim).transpose(1, 2).reshape(b, t, -1)
         # Tensor parallel: all-reduce closes the head split here.
         return self.all_reduce(self.o_proj(out)), present
 
@@ -262,10 +261,14 @@ class LlamaForCausalLM(nn.Module):
         position_ids: Tensor,
         attention_mask: Tensor | None = None,
         past_key_values: list[LayerKV] | None = None,
+        *,
+        last_only: bool = False,
     ) -> tuple[Tensor, list[LayerKV]]:
         """Logits ``[batch, seq, vocab]`` and each layer's keys/values including ``input_ids``.
 
         ``past_key_values`` holds one ``(k, v)`` per layer, each ``[batch, n_kv_heads, past, head_dim]``.
+        With ``last_only`` the logits are the last position's alone, ``[batch, 1, vocab]``: generation
+        needs no others, and over a long prompt the vocabulary projection is most of the work.
         """
         b, t = input_ids.shape[0], input_ids.shape[1]
         past_len = 0 if past_key_values is None else past_key_values[0][0].shape[2]
@@ -277,6 +280,8 @@ class LlamaForCausalLM(nn.Module):
             past = None if past_key_values is None else past_key_values[i]
             x, present = layer(x, cos, sin, bias, past)
             presents.append(present)
+        if last_only:
+            x = x[:, -1:]
         logits = self.lm_head(self.model.norm(x))
         return logits, presents
 

@@ -24,8 +24,8 @@ from typing import Any
 
 from switchyard.lm import ModelConfig
 
-# Bump when anything that changes the artifacts changes: corpus, tokenizer, sizes, training.
-BUILD_VERSION = "1"
+# Bump when anything that changes the artifacts changes: corpus, tokenizer, sizes, training, export.
+BUILD_VERSION = "2"
 MANIFEST_NAME = "manifest.json"
 EDGE_NAME = "switchyard-edge-demo"
 CLOUD_NAME = "switchyard-cloud-demo"

@@ -119,3 +119,25 @@ def test_fp16_export_runs(tmp_path: Path) -> None:
     assert isinstance(cache, OnnxKVCache) and cache.layers[0][0].dtype == np.float16
     logits, _ = lm.decode([9], [cache])
     np.testing.assert_allclose(logits[0], torch_last_logits(model, [*ids, 9]), atol=5e-2, rtol=5e-2)
+
+
+def test_graph_returns_the_last_positions_logits_only(exported: Exported, tmp_path: Path) -> None:
+    # A prompt's other positions need no vocabulary projection: the graph gives [batch, 1, vocab].
+    import onnxruntime as ort
+
+    model, _ = exported
+    export_onnx(model, tmp_path / "model.onnx", check=False)
+    session = ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
+    ids = [[0, 0, 4, 8, 15], [3, 1, 4, 1, 5]]
+    empty = np.zeros((2, 2, 0, 8), dtype=np.float32)
+    pasts = [f"past_key_values.{i}.{kind}" for i in range(2) for kind in ("key", "value")]
+    feed = {
+        "input_ids": np.array(ids),
+        "attention_mask": np.array([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]]),
+        "position_ids": np.array([[0, 0, 0, 1, 2], [0, 1, 2, 3, 4]]),
+        **{name: empty for name in pasts},
+    }
+    logits = session.run(["logits"], feed)[0]
+    assert logits.shape == (2, 1, 90)
+    np.testing.assert_allclose(logits[0, 0], torch_last_logits(model, [4, 8, 15]), atol=1e-4, rtol=1e-4)
+    np.testing.assert_allclose(logits[1, 0], torch_last_logits(model, ids[1]), atol=1e-4, rtol=1e-4)
