@@ -112,10 +112,13 @@ def padding_mask(lengths: Sequence[int], width: int, new: Sequence[int], total_n
     The past sits right-aligned in the first ``width`` positions and the new tokens right-aligned in
     the last ``total_new``: ``[pad, past, pad, new]``.
     """
-    mask = np.zeros((len(lengths), width + total_new), dtype=np.int64)
-    for i, (past, fresh) in enumerate(zip(lengths, new, strict=True)):
-        mask[i, width - past : width] = 1
-        mask[i, width + total_new - fresh :] = 1
+    if len(lengths) != len(new):
+        raise ValueError(f"{len(lengths)} past lengths for {len(new)} new counts")
+    columns = np.arange(width + total_new)
+    past = np.asarray(lengths, dtype=np.int64)[:, None]
+    fresh = np.asarray(new, dtype=np.int64)[:, None]
+    in_past = (columns >= width - past) & (columns < width)
+    mask: Array = (in_past | (columns >= width + total_new - fresh)).astype(np.int64)
     return mask
 
 

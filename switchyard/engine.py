@@ -86,9 +86,10 @@ class _Sequence:
     cached_tokens: int = 0
     reserved_bytes: int = 0
     sent_text: bool = False
+    pending_text: str = ""  # generated text not yet handed to the event loop
     last_token: int = -1
     generated: int = 0
-    pending_tokens: int = 0
+    pending_tokens: int = 0  # tokens behind ``pending_text`` (and any that decoded to no text yet)
     max_new: int = 0
     cancelled: bool = False
     sampler: Sampler | None = None
@@ -138,6 +139,7 @@ class GenerationEngine:
         self._sessions = SessionKVStore(session_kv_bytes)
         self._session_ids: tuple[str, ...] = ()  # a snapshot for other threads; only the worker writes
         self._outbox: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Queue[Event], Event]]] = {}
+        self._texting: list[_Sequence] = []  # sequences with pending text, handed over at the next flush
         self._urgent = False
         self._last_flush = 0.0
         self._closed = False
@@ -249,15 +251,34 @@ class GenerationEngine:
             self._step()
             self._flush()
         for seq in [*self._running, *self._prefilling, *self._waiting, *self._inbox]:
-            self._emit(seq, Failed("shutting_down", "the node is shutting down"))
+            self._hand_over(seq, Failed("shutting_down", "the node is shutting down"))
         self._flush(force=True)
 
-    def _emit(self, seq: _Sequence, ev: Event) -> None:
-        self._outbox.setdefault(seq.loop, []).append((seq.queue, ev))
-        # A stream's first text and its ending go out at the end of this iteration; the rest may wait.
-        if not isinstance(ev, TextChunk) or not seq.sent_text:
-            self._urgent = True
-        seq.sent_text = True
+    def _queue_text(self, seq: _Sequence, text: str) -> None:
+        """Add ``text`` to what ``seq`` hands over next; a stream's first text goes out at once."""
+        if not seq.pending_text:
+            self._texting.append(seq)
+            if not seq.sent_text:
+                self._urgent = True
+        seq.pending_text += text
+
+    def _hand_over(self, seq: _Sequence, ending: Finished | Failed | None = None) -> None:
+        """Queue ``seq``'s pending text as one chunk, then ``ending``, for its event loop.
+
+        Text builds up per sequence between flushes rather than as an event per token: at a flush a
+        stream costs one chunk however many steps ran since the last one.
+        """
+        if not seq.pending_text and ending is None:
+            return
+        out = self._outbox.setdefault(seq.loop, [])
+        if seq.pending_text:
+            out.append((seq.queue, TextChunk(seq.pending_text, seq.pending_tokens)))
+            seq.pending_text = ""
+            seq.pending_tokens = 0
+            seq.sent_text = True
+        if ending is not None:
+            out.append((seq.queue, ending))
+            self._urgent = True  # endings go out at the end of this iteration
 
     def _flush(self, *, force: bool = False) -> None:
         """Hand pending events to their event loops: one wake-up per loop, not per token.
@@ -267,11 +288,14 @@ class GenerationEngine:
         ``stream_interval_s`` (a stream's tokens in between travel as one chunk), while first tokens
         and endings go at once.
         """
-        if not self._outbox:
+        if not (self._outbox or self._texting):
             return
         now = time.monotonic()
         if not (force or self._urgent or now - self._last_flush >= self.stream_interval_s):
             return
+        for seq in self._texting:
+            self._hand_over(seq)
+        self._texting.clear()
         for loop, items in self._outbox.items():
             with contextlib.suppress(RuntimeError):  # the loop has closed: nobody is listening
                 loop.call_soon_threadsafe(_deliver, items)
@@ -301,7 +325,8 @@ class GenerationEngine:
                 except Exception as exc:
                     log.exception("could not prepare a request")
                     self._pop_waiting(seq)
-                    self._emit(seq, Failed("bad_request", f"could not encode the chat: {type(exc).__name__}"))
+                    reason = f"could not encode the chat: {type(exc).__name__}"
+                    self._hand_over(seq, Failed("bad_request", reason))
                     continue
             if self._pool is not None:
                 need = self._pool.kv_reservation_bytes(len(seq.prompt_ids), seq.max_new)
@@ -364,7 +389,7 @@ class GenerationEngine:
         except Exception as exc:
             log.exception("prefill failed")
             self._leave(seq)
-            self._emit(seq, Failed("inference_error", f"prefill failed: {type(exc).__name__}"))
+            self._hand_over(seq, Failed("inference_error", f"prefill failed: {type(exc).__name__}"))
             return
         seq.prefilled += len(chunk)
 
@@ -381,7 +406,7 @@ class GenerationEngine:
             log.exception("prefill failed; failing the %d streams in it", len(group))
             for seq in group:
                 self._leave(seq)
-                self._emit(seq, Failed("inference_error", f"prefill failed: {type(exc).__name__}"))
+                self._hand_over(seq, Failed("inference_error", f"prefill failed: {type(exc).__name__}"))
             return
         logits = self._mask(logits)
         for i, seq in enumerate(group):
@@ -429,7 +454,7 @@ class GenerationEngine:
             log.exception("decode step failed; failing the %d streams in it", len(batch))
             for seq in batch:
                 self._leave(seq)
-                self._emit(seq, Failed("inference_error", f"decode step failed: {type(exc).__name__}"))
+                self._hand_over(seq, Failed("inference_error", f"decode step failed: {type(exc).__name__}"))
             return
         logits = self._mask(logits)
         if all(seq.params.temperature <= 0.0 for seq in batch):
@@ -454,8 +479,7 @@ class GenerationEngine:
         seq.last_token = token
         text, stopped = seq.stopper.feed(seq.decoder.push(token))
         if text:
-            self._emit(seq, TextChunk(text, seq.pending_tokens))
-            seq.pending_tokens = 0
+            self._queue_text(seq, text)
         if stopped:
             self._finish(seq, "stop", flush=False)
         elif seq.generated >= seq.max_new:
@@ -468,10 +492,10 @@ class GenerationEngine:
             tail, stopped = seq.stopper.feed(seq.decoder.flush())
             tail += "" if stopped else seq.stopper.flush()
         if tail:
-            self._emit(seq, TextChunk(tail, seq.pending_tokens))
+            self._queue_text(seq, tail)
         self._keep_session(seq)
         self._leave(seq)
-        self._emit(seq, Finished(reason, len(seq.prompt_ids), seq.generated, seq.cached_tokens))
+        self._hand_over(seq, Finished(reason, len(seq.prompt_ids), seq.generated, seq.cached_tokens))
 
     def _keep_session(self, seq: _Sequence) -> None:
         """Keep the finished turn's keys and values for the session's next turn."""
