@@ -5,7 +5,8 @@ talks to it with the router's own node client over WebSocket, so every figure in
 the event loop and the engine, and the client does not share the node's interpreter:
 
 * aggregate tokens/s with 1, 4, 8 and 16 concurrent streams (greedy, EOS ignored; best of
-  ``--rounds`` rounds);
+  ``--rounds`` rounds). Every level serves the same 16 chats (eight prompts of different lengths,
+  twice), starting a chat whenever one ends, so only the concurrency differs between levels;
 * time to first token (p50 and p99) over every stream of those runs (all rounds);
 * time to first token of a follow-up turn after a long history (about 900 tokens: the demo edge
   model's window is 1,024), cold (no session) against the same turn sent in its session, whose
@@ -34,6 +35,7 @@ from typing import Any
 from switchyard import wire
 
 CONCURRENCY = (1, 4, 8, 16)
+WORKLOAD_CHATS = 16  # chats per round at every concurrency level: the prompts below, in turn
 _SECRET_ENV = "SWITCHYARD_BENCH_SECRET"
 _START_TIMEOUT_S = 60.0
 _PROMPTS = (
@@ -93,7 +95,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--data-dir", type=Path, default=None, help="where the demo models are cached")
     p.add_argument("--tokens", type=int, default=64, help="tokens generated per stream (default 64)")
     p.add_argument(
-        "--rounds", type=int, default=3, help="rounds per concurrency level, best kept (default 3)"
+        "--rounds", type=int, default=5, help="rounds per concurrency level, best kept (default 5)"
     )
     p.add_argument("--json", action="store_true", help="end with one JSON line of the figures")
     p.set_defaults(func=_main)
@@ -115,7 +117,7 @@ def _demo_edge_model(data_dir: Path | None) -> Path:
 
 
 async def run_bench(
-    model_dir: Path, *, tokens_per_stream: int = 64, rounds: int = 3, log: Any = None
+    model_dir: Path, *, tokens_per_stream: int = 64, rounds: int = 5, log: Any = None
 ) -> BenchReport:
     """Serve ``model_dir`` on loopback, measure it and return the figures; ``log`` gets progress lines."""
     import aiohttp
@@ -137,17 +139,20 @@ async def run_bench(
             say(f"edge node on {url}, model {model_dir}")
             tokens_per_s: dict[str, float] = {}
             ttfts: list[float] = []
-            await _throughput(client, 2, 8)  # warm the path end to end before timing
-            for streams in CONCURRENCY:
-                # Best of a few rounds: the machine is shared, and a run of a few tens of
-                # milliseconds is easily interrupted; the best round is the node's own speed.
-                rates: list[float] = []
-                for _ in range(rounds):
+            await _throughput(client, 2, 8, chats=2)  # warm the path end to end before timing
+            # Best of a few rounds: the machine is shared, and a run of a few tens of milliseconds
+            # is easily interrupted; the best round is the node's own speed. The levels take turns
+            # round by round, so every level sees the machine over the same span and the ratios
+            # between them compare the node with itself, not the machine's load at two moments.
+            rates: dict[int, list[float]] = {streams: [] for streams in CONCURRENCY}
+            for _ in range(rounds):
+                for streams in CONCURRENCY:
                     rate, stats = await _throughput(client, streams, tokens_per_stream)
-                    rates.append(rate)
+                    rates[streams].append(rate)
                     ttfts += [s.ttft_s for s in stats]
-                tokens_per_s[str(streams)] = round(max(rates), 1)
-                say(f"{streams:>2} streams: {max(rates):8.1f} tokens/s (best of {rounds})")
+            for streams in CONCURRENCY:
+                tokens_per_s[str(streams)] = round(max(rates[streams]), 1)
+                say(f"{streams:>2} streams: {max(rates[streams]):8.1f} tokens/s (best of {rounds})")
             ttft_ms = {
                 "p50": round(_percentile(ttfts, 50) * 1e3, 2),
                 "p99": round(_percentile(ttfts, 99) * 1e3, 2),
@@ -252,11 +257,23 @@ async def _stream(
     return StreamStats(ttft_s=ttft, tokens=tokens)
 
 
-async def _throughput(client: Any, streams: int, tokens: int) -> tuple[float, list[StreamStats]]:
+async def _throughput(
+    client: Any, streams: int, tokens: int, chats: int = WORKLOAD_CHATS
+) -> tuple[float, list[StreamStats]]:
+    """Tokens/s serving the same ``chats`` chats with at most ``streams`` of them running at once.
+
+    Every level serves the same workload (the prompts in turn), and a chat starts as soon as another
+    ends, so the levels differ only in concurrency: one stream runs the chats one after another.
+    """
     params = wire.SamplingParams(max_tokens=tokens, temperature=0.0, ignore_eos=True)
-    chats = [(wire.ChatMessage("user", _PROMPTS[i % len(_PROMPTS)]),) for i in range(streams)]
+    slots = asyncio.Semaphore(streams)
+
+    async def one(i: int) -> StreamStats:
+        async with slots:
+            return await _stream(client, (wire.ChatMessage("user", _PROMPTS[i % len(_PROMPTS)]),), params)
+
     start = time.perf_counter()
-    stats = await asyncio.wait_for(asyncio.gather(*(_stream(client, c, params) for c in chats)), 300)
+    stats = await asyncio.wait_for(asyncio.gather(*(one(i) for i in range(chats))), 300)
     elapsed = time.perf_counter() - start
     return sum(s.tokens for s in stats) / elapsed, list(stats)
 
