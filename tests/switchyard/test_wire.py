@@ -28,6 +28,37 @@ def test_round_trip(msg: wire.Message) -> None:
     assert wire.decode(wire.encode(msg)) == msg
 
 
+def test_frame_is_the_map_of_every_field_nested_ones_included() -> None:
+    # The wire format the protocol document gives: every field by name, nested objects as maps.
+    msg = wire.Generate(3, (ChatMessage("user", "hi"),), SamplingParams(max_tokens=5, stop=("\n",)), "s")
+    assert msgpack.unpackb(wire.encode(msg)) == {
+        "t": "gen",
+        "sid": 3,
+        "messages": [{"role": "user", "content": "hi"}],
+        "params": {
+            "max_tokens": 5,
+            "temperature": 0.0,
+            "top_p": 1.0,
+            "top_k": 0,
+            "seed": None,
+            "stop": ["\n"],
+            "ignore_eos": False,
+        },
+        "session_id": "s",
+        "request_id": "",
+        "continue_text": "",
+    }
+    done = wire.Done(3, "stop", 10, 4, 2)
+    assert msgpack.unpackb(wire.encode(done)) == {
+        "t": "done",
+        "sid": 3,
+        "finish_reason": "stop",
+        "prompt_tokens": 10,
+        "completion_tokens": 4,
+        "cached_tokens": 2,
+    }
+
+
 @pytest.mark.parametrize(
     "frame",
     [
