@@ -1,5 +1,9 @@
 """Prompt features for the difficulty classifier: canonical text, word n-grams and surface statistics.
 
+The surface statistics come in two groups: whole-text shape (length, digits, symbols, a few cue
+words) and the layout of the prompt's lines. The line group reads the longest line as the stem and
+the lines after it as the answer lines (options, lists); for a prompt of one line they are zero.
+
 Only the standard library and numpy, so the router's hot path can score without training tools.
 Training and scoring call the same functions here, so the two cannot drift apart.
 """
@@ -9,6 +13,7 @@ from __future__ import annotations
 import itertools
 import math
 import re
+from collections import Counter
 
 import numpy as np
 import numpy.typing as npt
@@ -26,6 +31,31 @@ _SENTENCE_END = re.compile(r"[.!?](?:\s|$)")
 _DIGIT = re.compile(r"\d")
 _UPPER = re.compile(r"[A-Z]")
 _MATH_CHAR = re.compile(r"[-+*/=^<>%$()\[\]{}|\\]")
+_WORD = re.compile(r"[A-Za-z]+")
+_LONG_WORD = re.compile(r"[a-z]{8,}")
+# An answer line that joins two short judgments ("True, False", "Wrong, Not wrong"): the prompt asks
+# for two decisions at once, and both must be right.
+_PAIR_LINE = re.compile(r"^\s*[A-Za-z][A-Za-z ]{0,20},\s*[A-Za-z][A-Za-z ]{0,20}\s*$")
+_NUMERIC_LINE = re.compile(r"^[\s$\u20ac\u00a3\-+]*\d[\d.,/%\s^*x\u00d7\-+a-z]*$", re.I)
+_NAME_MID_SENTENCE = re.compile(r"(?<=[a-z,;] )[A-Z][a-z]+")
+# Question-type cue words, counted from one pass over the lower-cased words (a regex per cue list
+# costs ~20 us each on long prompts; the hot path cannot afford that).
+_JUDGEMENT_WORDS = frozenset(
+    "most best least primarily mainly strongest weakest greatest likely probably".split()
+)
+_RECALL_WORDS = frozenset("who when where named called term".split())
+_RECALL_PHRASES = ("which year", "known as", "defined as", "refers to")
+_REASONING_WORDS = frozenset(
+    "if then because therefore assume suppose given would implies must valid argument".split()
+)
+_QUANTITY_WORDS = frozenset(
+    "each per total percent times twice half remaining average rate ratio every left".split()
+)
+_NOT_WORDS = frozenset("not no never none neither nor cannot".split())
+_QUOTE = re.compile("[\"\u201c\u201d'\u2018\u2019]")
+_NON_ASCII = re.compile(r"[^\x00-\x7f]")
+# Numbers past this are all "huge"; the cap also keeps float() of a 400-digit number finite.
+_NUMBER_CAP = 1e12
 
 SURFACE_NAMES: tuple[str, ...] = (
     "log_chars",
@@ -43,6 +73,30 @@ SURFACE_NAMES: tuple[str, ...] = (
     "sentences",
     "first_person",
     "longest_line_share",
+    # Line layout: the stem (up to the longest line) and the answer lines after it.
+    "pipes",
+    "pair_line_share",
+    "numeric_line_share",
+    "short_line_share",
+    "log_answer_line_chars",
+    "answer_line_length_cv",
+    "longest_answer_to_stem",
+    "stem_answer_overlap",
+    "log_stem_words",
+    # Reading level and question type.
+    "words_per_sentence",
+    "long_word_share",
+    "names_per_word",
+    "judgement_cue",
+    "recall_cue",
+    "reasoning_cues_per_word",
+    "quantity_cues_per_word",
+    "not_words",
+    "distinct_numbers",
+    "log_largest_number",
+    "quotes",
+    "non_ascii_share",
+    "colons",
 )
 
 
@@ -85,9 +139,62 @@ def surface_features(text: str) -> npt.NDArray[np.float64]:
             float(len(_SENTENCE_END.findall(text))),
             float(_FIRST_PERSON.search(text) is not None),
             max(len(line) for line in lines) / n_chars,
+            *_layout_features(text, lines),
+            *_reading_features(text),
         ],
         dtype=np.float64,
     )
+
+
+def _layout_features(text: str, lines: list[str]) -> list[float]:
+    kept = [line for line in lines if line.strip()] or [""]
+    lengths = [len(line) for line in kept]
+    longest = lengths.index(max(lengths))
+    answers = kept[longest + 1 :]
+    n_answers = len(answers) + 1
+    # Plain Python on a handful of lines: numpy's per-call overhead is larger than the work here.
+    stem_words = set(_WORD.findall("\n".join(kept[: longest + 1]).lower()))
+    answer_words = set(_WORD.findall("\n".join(answers).lower()))
+    answer_shape = [0.0, 0.0, 0.0]
+    if answers:
+        tail = lengths[longest + 1 :]
+        mean = sum(tail) / len(tail)
+        std = math.sqrt(sum((x - mean) ** 2 for x in tail) / len(tail))
+        answer_shape = [math.log1p(mean), std / (mean + 1.0), max(tail) / (lengths[longest] + 1.0)]
+    return [
+        float(text.count("|")),
+        sum(_PAIR_LINE.match(line) is not None for line in answers) / n_answers,
+        sum(_NUMERIC_LINE.match(line) is not None for line in answers) / n_answers,
+        sum(len(line.split()) <= 3 for line in answers) / n_answers,
+        *answer_shape,
+        len(stem_words & answer_words) / (len(answer_words) + 1),
+        math.log1p(sum(len(line.split()) for line in kept[: longest + 1])),
+    ]
+
+
+def _reading_features(text: str) -> list[float]:
+    lower = text.lower()
+    words = _WORD.findall(lower)
+    n_words = len(words) + 1
+    counts = Counter(words)
+    numbers = _NUMBER.findall(text)
+    values = [float(n.replace(",", "")) for n in numbers if n.count(".") <= 1]
+    recall = any(counts[w] for w in _RECALL_WORDS) or any(p in lower for p in _RECALL_PHRASES)
+    return [
+        len(words) / max(1, len(_SENTENCE_END.findall(text))),
+        len(_LONG_WORD.findall(lower)) / n_words,
+        len(_NAME_MID_SENTENCE.findall(text)) / n_words,
+        float(any(counts[w] for w in _JUDGEMENT_WORDS)),
+        float(recall),
+        sum(counts[w] for w in _REASONING_WORDS) / n_words,
+        sum(counts[w] for w in _QUANTITY_WORDS) / n_words,
+        float(sum(counts[w] for w in _NOT_WORDS)),
+        float(len(set(numbers))),
+        math.log1p(min(max(values), _NUMBER_CAP)) if values else 0.0,
+        float(len(_QUOTE.findall(text))),
+        len(_NON_ASCII.findall(text)) / (len(text) + 1),
+        float(text.count(":")),
+    ]
 
 
 def ngram_ids(text: str, vocabulary: dict[str, int]) -> list[int]:

@@ -1,7 +1,7 @@
 """The difficulty classifier used in the router's hot path: P(the cloud model is needed) in [0, 1].
 
 A logistic model over word n-grams (binary, scaled by 1/sqrt(count)) and standardised surface
-statistics. Loading reads one ``.npz``; scoring needs only numpy and takes tens of microseconds.
+statistics. Loading reads one ``.npz``; scoring needs only numpy and takes well under a millisecond.
 The routing threshold is policy and lives outside this class.
 """
 
@@ -17,7 +17,7 @@ import numpy.typing as npt
 from router.difficulty.features import SURFACE_NAMES, canonical_text, ngram_ids, surface_features
 
 DEFAULT_MODEL = Path(__file__).resolve().parent / "model.npz"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 @dataclass(frozen=True)
