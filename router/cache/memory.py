@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -40,6 +42,10 @@ class MemoryPromptCache:
         self._clock = clock
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
         self._bytes = 0
+        # Expiry times in a heap, so eviction finds the expired entries without scanning them all.
+        # Entries replaced or removed since leave stale items, skipped when popped and compacted away.
+        self._expiry: list[tuple[float, int, str]] = []
+        self._order = itertools.count()
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -66,22 +72,36 @@ class MemoryPromptCache:
             self._remove(key)
         if size > self._max_bytes:
             return
-        self._entries[key] = _Entry(reply, size, self._clock() + ttl_s)
+        expires = self._clock() + ttl_s
+        self._entries[key] = _Entry(reply, size, expires)
         self._bytes += size
+        heapq.heappush(self._expiry, (expires, next(self._order), key))
         self._evict()
 
     async def close(self) -> None:
         self._entries.clear()
+        self._expiry.clear()
         self._bytes = 0
 
     def _remove(self, key: str) -> None:
         self._bytes -= self._entries.pop(key).size
 
     def _evict(self) -> None:
-        now = self._clock()
         if len(self._entries) > self._max_entries or self._bytes > self._max_bytes:
             # Expired entries go first, whatever their recency; then the least recently used.
-            for key in [k for k, e in self._entries.items() if e.expires <= now]:
-                self._remove(key)
+            now = self._clock()
+            while self._expiry and self._expiry[0][0] <= now:
+                expires, _, key = heapq.heappop(self._expiry)
+                entry = self._entries.get(key)
+                if entry is not None and entry.expires == expires:
+                    self._remove(key)
         while len(self._entries) > self._max_entries or self._bytes > self._max_bytes:
             self._bytes -= self._entries.popitem(last=False)[1].size
+        if len(self._expiry) > 2 * len(self._entries) + 64:
+            self._expiry = [(e.expires, next(self._order), k) for k, e in self._entries.items()]
+            heapq.heapify(self._expiry)
+
+    @property
+    def expiry_backlog(self) -> int:
+        """Items in the expiry heap (live entries plus stale ones not compacted yet)."""
+        return len(self._expiry)

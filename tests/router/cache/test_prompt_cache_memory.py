@@ -64,3 +64,16 @@ async def test_expired_entries_are_evicted_before_live_ones() -> None:
 def test_rejects_empty_bounds() -> None:
     with pytest.raises(ValueError, match="max_entries"):
         MemoryPromptCache(max_entries=0)
+
+
+async def test_a_full_cache_stays_bounded_under_churn() -> None:
+    # Every put into a full cache evicts; replaced and evicted entries must not pile up anywhere.
+    now = [0.0]
+    cache = MemoryPromptCache(max_entries=50, clock=lambda: now[0])
+    for i in range(5_000):
+        now[0] = i * 0.01
+        await cache.put(f"k{i % 300}", reply(str(i)), 1.0 if i % 2 else 1000.0)
+    assert len(cache) == 50
+    assert cache.expiry_backlog <= 2 * len(cache) + 64
+    last = await cache.get("k199")  # the last put
+    assert last is not None and last.text == "4999"
