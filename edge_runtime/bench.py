@@ -291,7 +291,7 @@ def _history(tokenizer: Any, *, target_tokens: int) -> list[wire.ChatMessage]:
         n += 1
 
 
-async def _followups(client: Any, history: list[wire.ChatMessage], rounds: int = 3) -> tuple[float, float]:
+async def _followups(client: Any, history: list[wire.ChatMessage], rounds: int = 5) -> tuple[float, float]:
     """Median TTFT of a follow-up turn, cold and in the session that holds the previous turn."""
     params = wire.SamplingParams(max_tokens=8, temperature=0.0, ignore_eos=True)
     cold: list[float] = []
