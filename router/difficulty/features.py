@@ -122,12 +122,14 @@ def surface_features(text: str) -> npt.NDArray[np.float64]:
     digits = len(_DIGIT.findall(text))
     math_chars = len(_MATH_CHAR.findall(text))
     upper = len(_UPPER.findall(text))
+    numbers = _NUMBER.findall(text)
+    sentences = len(_SENTENCE_END.findall(text))
     return np.array(
         [
             math.log1p(len(text)),
             math.log1p(len(words)),
             digits / n_chars,
-            len(_NUMBER.findall(text)) / n_words,
+            len(numbers) / n_words,
             math_chars / n_chars,
             upper / n_chars,
             float(text.count("?")),
@@ -136,11 +138,11 @@ def surface_features(text: str) -> npt.NDArray[np.float64]:
             len(set(words)) / n_words,
             float(_NEGATION.search(text) is not None),
             float(_COMPUTE.search(text) is not None),
-            float(len(_SENTENCE_END.findall(text))),
+            float(sentences),
             float(_FIRST_PERSON.search(text) is not None),
             max(len(line) for line in lines) / n_chars,
             *_layout_features(text, lines),
-            *_reading_features(text),
+            *_reading_features(text, numbers, sentences),
         ],
         dtype=np.float64,
     )
@@ -172,23 +174,23 @@ def _layout_features(text: str, lines: list[str]) -> list[float]:
     ]
 
 
-def _reading_features(text: str) -> list[float]:
+def _reading_features(text: str, numbers: list[str], sentences: int) -> list[float]:
     lower = text.lower()
     words = _WORD.findall(lower)
     n_words = len(words) + 1
     counts = Counter(words)
-    numbers = _NUMBER.findall(text)
+    present = counts.keys()
     values = [float(n.replace(",", "")) for n in numbers if n.count(".") <= 1]
-    recall = any(counts[w] for w in _RECALL_WORDS) or any(p in lower for p in _RECALL_PHRASES)
+    recall = bool(present & _RECALL_WORDS) or any(p in lower for p in _RECALL_PHRASES)
     return [
-        len(words) / max(1, len(_SENTENCE_END.findall(text))),
+        len(words) / max(1, sentences),
         len(_LONG_WORD.findall(lower)) / n_words,
         len(_NAME_MID_SENTENCE.findall(text)) / n_words,
-        float(any(counts[w] for w in _JUDGEMENT_WORDS)),
+        float(bool(present & _JUDGEMENT_WORDS)),
         float(recall),
-        sum(counts[w] for w in _REASONING_WORDS) / n_words,
-        sum(counts[w] for w in _QUANTITY_WORDS) / n_words,
-        float(sum(counts[w] for w in _NOT_WORDS)),
+        sum(counts[w] for w in present & _REASONING_WORDS) / n_words,
+        sum(counts[w] for w in present & _QUANTITY_WORDS) / n_words,
+        float(sum(counts[w] for w in present & _NOT_WORDS)),
         float(len(set(numbers))),
         math.log1p(min(max(values), _NUMBER_CAP)) if values else 0.0,
         float(len(_QUOTE.findall(text))),
