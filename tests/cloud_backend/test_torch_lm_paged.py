@@ -11,22 +11,11 @@ import cloud_backend.torch_lm as torch_lm
 from cloud_backend.paged_forward import forward_rows
 from cloud_backend.torch_lm import KVBudget, KVCacheFull, TorchLanguageModel
 from switchyard.lm import BatchPrefill, CacheOps, KVCache
+from tests.batching import greedy_alone, greedy_batched
 from tests.edge_runtime.tiny_model import random_llama, torch_last_logits
 
 PROMPTS = ([3, 14, 15, 9, 2, 6], [5, 35], [8, 1, 7, 7, 30, 31, 32, 33, 34, 2, 2, 40, 41, 42, 43, 44], [60])
 STEPS = (10, 6, 12, 9)
-
-
-def greedy_alone(lm: TorchLanguageModel, prompt: list[int], steps: int) -> tuple[list[int], list[np.ndarray]]:
-    logits, cache = lm.prefill(prompt)
-    out: list[int] = []
-    seen: list[np.ndarray] = []
-    for _ in range(steps):
-        seen.append(logits)
-        out.append(int(np.argmax(logits)))
-        batch_logits, (cache,) = lm.decode([out[-1]], [cache])
-        logits = batch_logits[0]
-    return out, seen
 
 
 def test_protocols() -> None:
@@ -45,33 +34,17 @@ def test_batched_decode_is_one_forward_and_equals_solo(monkeypatch: pytest.Monke
         return forward_rows(*args)  # type: ignore[arg-type]
 
     monkeypatch.setattr(torch_lm, "forward_rows", counting)
-    # Rows 0-1 start together, 2 joins after two steps, 3 after five; each leaves when done.
-    joins = {0: [0, 1], 2: [2], 5: [3]}
-    got: dict[int, list[int]] = {i: [] for i in range(len(PROMPTS))}
-    seen: dict[int, list[np.ndarray]] = {i: [] for i in range(len(PROMPTS))}
-    active: list[int] = []
-    caches: dict[int, KVCache] = {}
-    last: dict[int, np.ndarray] = {}
-    for step in range(40):
-        newcomers = joins.get(step, [])
-        if newcomers:
-            logits, fresh = lm.prefill_batch([list(PROMPTS[i]) for i in newcomers], [None] * len(newcomers))
-            for j, i in enumerate(newcomers):
-                caches[i], last[i] = fresh[j], logits[j]
-            active += newcomers
-        for i in active:
-            seen[i].append(last[i])
-            got[i].append(int(np.argmax(last[i])))
-        active = [i for i in active if len(got[i]) < STEPS[i]]
-        if not active:
-            if step > max(joins):
-                break
-            continue
+    decode = lm.decode
+
+    def one_forward(tokens: list[int], caches: list[KVCache]) -> object:
         forwards.clear()
-        logits, out = lm.decode([got[i][-1] for i in active], [caches[i] for i in active])
-        assert forwards == [len(active)]  # the whole running batch in one forward pass
-        for j, i in enumerate(active):
-            caches[i], last[i] = out[j], logits[j]
+        out = decode(tokens, caches)
+        assert forwards == [len(tokens)]  # the whole running batch in one forward pass
+        return out
+
+    monkeypatch.setattr(lm, "decode", one_forward)
+    # Rows 0-1 start together, 2 joins after two steps, 3 after five; each leaves when done.
+    got, seen = greedy_batched(lm, PROMPTS, STEPS, {0: [0, 1], 2: [2], 5: [3]})
     for i, (tokens, logits_alone) in enumerate(alone):
         assert got[i] == tokens
         np.testing.assert_allclose(np.stack(seen[i]), np.stack(logits_alone), atol=1e-5, rtol=0)

@@ -10,7 +10,8 @@ import pytest
 from cloud_backend.llama import LlamaForCausalLM
 from edge_runtime.kv_block import OnnxKVCache
 from edge_runtime.onnx_lm import OnnxLanguageModel, load
-from switchyard.lm import BatchPrefill, CacheOps, KVCache
+from switchyard.lm import BatchPrefill, CacheOps
+from tests.batching import greedy_alone, greedy_batched
 from tests.edge_runtime.tiny_model import export_tiny, random_llama, torch_last_logits
 
 Tiny = tuple[LlamaForCausalLM, Path]
@@ -27,16 +28,6 @@ def lm(tiny: Tiny) -> OnnxLanguageModel:
     return load(tiny[1], threads=1)
 
 
-def greedy_alone(lm: OnnxLanguageModel, prompt: list[int], steps: int) -> list[int]:
-    logits, cache = lm.prefill(prompt)
-    out: list[int] = []
-    for _ in range(steps):
-        out.append(int(np.argmax(logits)))
-        batch_logits, (cache,) = lm.decode([out[-1]], [cache])
-        logits = batch_logits[0]
-    return out
-
-
 PROMPTS = ([3, 14, 15, 9, 2, 6], [5, 35], [8, 1, 7, 7, 30, 31, 32, 33, 34, 2, 2], [60], [44, 45, 46])
 STEPS = (10, 6, 12, 9, 7)
 
@@ -48,32 +39,11 @@ def test_optional_protocols_are_implemented(lm: OnnxLanguageModel) -> None:
 
 
 def test_batched_greedy_equals_alone_with_joins_and_leaves(lm: OnnxLanguageModel) -> None:
-    expected = [greedy_alone(lm, p, n) for p, n in zip(PROMPTS, STEPS, strict=True)]
+    expected = [greedy_alone(lm, list(p), n)[0] for p, n in zip(PROMPTS, STEPS, strict=True)]
     # Rows 0-2 start together (one batched prefill), 3 joins after two steps, 4 after five;
     # each leaves when it has its tokens, so the batch changes shape both ways.
-    joins = {0: [0, 1, 2], 2: [3], 5: [4]}
-    got: dict[int, list[int]] = {i: [] for i in range(len(PROMPTS))}
-    active: list[int] = []
-    caches: dict[int, KVCache] = {}
-    last: dict[int, np.ndarray] = {}
-    for step in range(40):
-        newcomers = joins.get(step, [])
-        if newcomers:
-            logits, fresh = lm.prefill_batch([list(PROMPTS[i]) for i in newcomers], [None] * len(newcomers))
-            for j, i in enumerate(newcomers):
-                caches[i], last[i] = fresh[j], logits[j]
-            active += newcomers
-        for i in active:
-            got[i].append(int(np.argmax(last[i])))
-        active = [i for i in active if len(got[i]) < STEPS[i]]
-        if not active:
-            if step > max(joins):
-                break
-            continue
-        logits, out = lm.decode([got[i][-1] for i in active], [caches[i] for i in active])
-        for j, i in enumerate(active):
-            caches[i], last[i] = out[j], logits[j]
-    assert [got[i] for i in range(len(PROMPTS))] == expected
+    got, _ = greedy_batched(lm, PROMPTS, STEPS, {0: [0, 1, 2], 2: [3], 5: [4]})
+    assert got == expected
 
 
 def test_steady_batch_feeds_last_output_back_without_copy(lm: OnnxLanguageModel) -> None:
