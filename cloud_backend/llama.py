@@ -228,6 +228,28 @@ def attention_bias(
     return torch.where(allowed, zero, neg)[:, None]
 
 
+def run_layers(
+    layers: nn.ModuleList,
+    config: ModelConfig,
+    x: Tensor,
+    position_ids: Tensor,
+    attention_mask: Tensor | None,
+    past_key_values: list[LayerKV] | None,
+) -> tuple[Tensor, list[LayerKV]]:
+    """The decoder layers over the embeddings ``x``: hidden states before the final norm, and each
+    layer's keys/values including the new positions (the whole model's, or one rank's shard)."""
+    b, t = x.shape[0], x.shape[1]
+    past_len = 0 if past_key_values is None else past_key_values[0][0].shape[2]
+    cos, sin = rotary_cos_sin(position_ids, config.head_dim, config.rope_theta, x.dtype)
+    bias = attention_bias(b, t, past_len, attention_mask, x.device)
+    presents: list[LayerKV] = []
+    for i, layer in enumerate(layers):
+        past = None if past_key_values is None else past_key_values[i]
+        x, present = layer(x, cos, sin, bias, past)
+        presents.append(present)
+    return x, presents
+
+
 class LlamaForCausalLM(nn.Module):
     """The full decoder; ``state_dict()`` keys match Hugging Face ``LlamaForCausalLM`` (or Qwen2's)."""
 
@@ -270,16 +292,10 @@ class LlamaForCausalLM(nn.Module):
         With ``last_only`` the logits are the last position's alone, ``[batch, 1, vocab]``: generation
         needs no others, and over a long prompt the vocabulary projection is most of the work.
         """
-        b, t = input_ids.shape[0], input_ids.shape[1]
-        past_len = 0 if past_key_values is None else past_key_values[0][0].shape[2]
         x = self.model.embed_tokens(input_ids)
-        cos, sin = rotary_cos_sin(position_ids, self.config.head_dim, self.config.rope_theta, x.dtype)
-        bias = attention_bias(b, t, past_len, attention_mask, input_ids.device)
-        presents: list[LayerKV] = []
-        for i, layer in enumerate(self.model.layers):
-            past = None if past_key_values is None else past_key_values[i]
-            x, present = layer(x, cos, sin, bias, past)
-            presents.append(present)
+        x, presents = run_layers(
+            self.model.layers, self.config, x, position_ids, attention_mask, past_key_values
+        )
         if last_only:
             x = x[:, -1:]
         logits = self.lm_head(self.model.norm(x))

@@ -30,9 +30,8 @@ from cloud_backend.llama import (
     LlamaMLP,
     RMSNorm,
     architecture_from_dict,
-    attention_bias,
     read_config,
-    rotary_cos_sin,
+    run_layers,
 )
 from cloud_backend.tp_layout import ShardLayout
 from switchyard.lm import ModelConfig
@@ -103,17 +102,8 @@ class ShardedLlama(nn.Module):
         past_key_values: list[LayerKV] | None = None,
     ) -> tuple[Tensor, list[LayerKV]]:
         """Hidden states ``[batch, seq, hidden]`` before the final norm, and this rank's keys/values."""
-        b, t = input_ids.shape[0], input_ids.shape[1]
-        past_len = 0 if past_key_values is None else past_key_values[0][0].shape[2]
         x = self.embed(input_ids)
-        cos, sin = rotary_cos_sin(position_ids, self.config.head_dim, self.config.rope_theta, x.dtype)
-        bias = attention_bias(b, t, past_len, attention_mask, input_ids.device)
-        presents: list[LayerKV] = []
-        for i, layer in enumerate(self.model.layers):
-            past = None if past_key_values is None else past_key_values[i]
-            x, present = layer(x, cos, sin, bias, past)
-            presents.append(present)
-        return x, presents
+        return run_layers(self.model.layers, self.config, x, position_ids, attention_mask, past_key_values)
 
     def logits(self, hidden: Tensor) -> Tensor:
         if self.lm_head is None:
