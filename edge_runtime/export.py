@@ -78,6 +78,40 @@ def trace_signature(
     return (input_ids, attention_mask, position_ids, *past), inputs, outputs, dynamic_axes
 
 
+def trace_to_onnx(
+    wrapper: nn.Module,
+    config: ModelConfig,
+    path: Path,
+    *,
+    opset: int,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str = "cpu",
+) -> None:
+    """Trace ``wrapper`` (a decoder behind Optimum's flat signature) into ``path``.
+
+    The TorchScript exporter is deprecated but handles the dynamic past length without fuss. The
+    wrapper is traced in eval mode: export restores the mode afterwards, and a new module starts in
+    training mode, which would leave a wrapped model's dropout on from then on.
+    """
+    sample, inputs, outputs, dynamic_axes = trace_signature(config, dtype=dtype, device=device)
+    with torch.inference_mode(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        # A cache that starts each layer from an empty constant tensor (transformers' DynamicCache)
+        # makes the trace warn; the concatenation with the past makes it harmless.
+        warnings.filterwarnings("ignore", message="torch.tensor results are registered as constants")
+        torch.onnx.export(
+            wrapper.eval(),
+            sample,
+            str(path),
+            input_names=inputs,
+            output_names=outputs,
+            dynamic_axes=dynamic_axes,
+            opset_version=opset,
+            do_constant_folding=True,
+            dynamo=False,
+        )
+
+
 def export_onnx(
     model: LlamaForCausalLM, path: Path, *, opset: int = 17, check: bool = True, fp16: bool = False
 ) -> Path:
@@ -92,22 +126,8 @@ def export_onnx(
     config = model.config
     model = model.eval()
     param = next(model.parameters())
-    sample, inputs, outputs, dynamic_axes = trace_signature(config, dtype=param.dtype, device=param.device)
     path.parent.mkdir(parents=True, exist_ok=True)
-    # The TorchScript exporter is deprecated but handles the dynamic past length without fuss.
-    with torch.inference_mode(), warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        torch.onnx.export(
-            _OptimumSignature(model),
-            sample,
-            str(path),
-            input_names=inputs,
-            output_names=outputs,
-            dynamic_axes=dynamic_axes,
-            opset_version=opset,
-            do_constant_folding=True,
-            dynamo=False,
-        )
+    trace_to_onnx(_OptimumSignature(model), config, path, opset=opset, dtype=param.dtype, device=param.device)
     if check:
         check_zero_past(path, model)
     return path

@@ -17,7 +17,6 @@ from __future__ import annotations
 import inspect
 import json
 import tempfile
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from cloud_backend.llama import attention_bias
-from edge_runtime.export import ONNX_NAME, io_names, trace_signature
+from edge_runtime.export import ONNX_NAME, io_names, trace_to_onnx
 from edge_runtime.hf_config import runtime_config
 from edge_runtime.tokenizer_files import copy_tokenizer
 from switchyard.lm import ModelConfig
@@ -108,29 +107,10 @@ def export_hf_dir(hf_dir: Path, out_dir: Path, *, opset: int = 17, external_data
 def _export(
     model: nn.Module, config: ModelConfig, path: Path, *, opset: int, external_data: bool | None
 ) -> None:
-    sample, inputs, outputs, dynamic_axes = trace_signature(config)
     # torch writes large models as one file per tensor; trace into scratch, then lay the folder out.
     with tempfile.TemporaryDirectory(dir=path.parent) as scratch:
         traced = Path(scratch) / ONNX_NAME
-        # The TorchScript exporter is deprecated but handles the dynamic past. DynamicCache starts
-        # each layer from an empty constant tensor, which the trace warns about; the concatenation
-        # with the past makes it harmless (the zero-past check below runs that case).
-        with torch.inference_mode(), warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            warnings.filterwarnings("ignore", message="torch.tensor results are registered as constants")
-            torch.onnx.export(
-                # eval(): export restores the wrapper's mode afterwards, and a new module is in
-                # training mode, which would leave GPT-2's dropout on in ``model`` from then on.
-                _OptimumCausalLM(model).eval(),
-                sample,
-                str(traced),
-                input_names=inputs,
-                output_names=outputs,
-                dynamic_axes=dynamic_axes,
-                opset_version=opset,
-                do_constant_folding=True,
-                dynamo=False,
-            )
+        trace_to_onnx(_OptimumCausalLM(model), config, traced, opset=opset)
         _relocate(traced, path, external_data)
 
 
