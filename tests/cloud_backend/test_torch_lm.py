@@ -8,27 +8,12 @@ import torch
 
 from cloud_backend.llama import LlamaForCausalLM, save_llama
 from cloud_backend.torch_lm import TorchLanguageModel, load
-from switchyard.lm import ModelConfig
+from tests.edge_runtime.tiny_model import random_llama
 
 
 @pytest.fixture(scope="module")
 def model() -> LlamaForCausalLM:
-    torch.manual_seed(1)
-    config = ModelConfig(
-        vocab_size=80,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        intermediate_size=40,
-        max_position_embeddings=16,
-        name="tiny",
-    )
-    m = LlamaForCausalLM(config).eval()
-    with torch.no_grad():
-        for p in m.parameters():
-            p.normal_(0.0, 0.2)
-    return m
+    return random_llama(vocab=80, context=16, seed=1, name="tiny")
 
 
 def full_logits(model: LlamaForCausalLM, ids: list[int]) -> np.ndarray:

@@ -10,30 +10,13 @@ import torch
 from cloud_backend.llama import LlamaForCausalLM, config_to_dict
 from edge_runtime.export import export_onnx
 from edge_runtime.onnx_lm import OnnxKVCache, OnnxLanguageModel, load
-from switchyard.lm import ModelConfig
+from tests.edge_runtime.tiny_model import random_llama
 
 Exported = tuple[LlamaForCausalLM, OnnxLanguageModel]
 
 
 def random_model(*, tie: bool = False) -> LlamaForCausalLM:
-    torch.manual_seed(2)
-    config = ModelConfig(
-        vocab_size=90,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        intermediate_size=40,
-        max_position_embeddings=64,
-        rope_theta=2000.0,
-        tie_word_embeddings=tie,
-        name="tiny-onnx",
-    )
-    model = LlamaForCausalLM(config).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0.0, 0.2)
-    return model
+    return random_llama(tie=tie, name="tiny-onnx")
 
 
 def export_dir(model: LlamaForCausalLM, out: Path) -> Path:

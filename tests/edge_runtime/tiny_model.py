@@ -17,7 +17,10 @@ from edge_runtime.export import export_onnx
 from switchyard.lm import ModelConfig
 
 
-def random_llama(*, vocab: int = 90, context: int = 64, seed: int = 2) -> LlamaForCausalLM:
+def random_llama(
+    *, vocab: int = 90, context: int = 64, seed: int = 2, tie: bool = False, name: str = "tiny-batching"
+) -> LlamaForCausalLM:
+    """A two-layer Llama with grouped-query attention (4 query heads, 2 kv heads of 8) and random weights."""
     torch.manual_seed(seed)
     config = ModelConfig(
         vocab_size=vocab,
@@ -29,7 +32,8 @@ def random_llama(*, vocab: int = 90, context: int = 64, seed: int = 2) -> LlamaF
         max_position_embeddings=context,
         rope_theta=2000.0,
         eos_token_id=1,
-        name="tiny-batching",
+        tie_word_embeddings=tie,
+        name=name,
     )
     model = LlamaForCausalLM(config).eval()
     with torch.no_grad():
