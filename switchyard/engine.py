@@ -388,8 +388,7 @@ class GenerationEngine:
             _, seq.cache = self.lm.prefill(chunk, seq.cache)
         except Exception as exc:
             log.exception("prefill failed")
-            self._leave(seq)
-            self._hand_over(seq, Failed("inference_error", f"prefill failed: {type(exc).__name__}"))
+            self._fail([seq], "prefill", exc)
             return
         seq.prefilled += len(chunk)
 
@@ -404,9 +403,7 @@ class GenerationEngine:
                 logits, caches = runtime.prefill_batch(rows, [seq.cache for seq in group])
         except Exception as exc:
             log.exception("prefill failed; failing the %d streams in it", len(group))
-            for seq in group:
-                self._leave(seq)
-                self._hand_over(seq, Failed("inference_error", f"prefill failed: {type(exc).__name__}"))
+            self._fail(group, "prefill", exc)
             return
         logits = self._mask(logits)
         for i, seq in enumerate(group):
@@ -452,9 +449,7 @@ class GenerationEngine:
             logits, caches = self.lm.decode([s.last_token for s in batch], [s.cache for s in batch])  # type: ignore[misc]
         except Exception as exc:
             log.exception("decode step failed; failing the %d streams in it", len(batch))
-            for seq in batch:
-                self._leave(seq)
-                self._hand_over(seq, Failed("inference_error", f"decode step failed: {type(exc).__name__}"))
+            self._fail(batch, "decode step", exc)
             return
         logits = self._mask(logits)
         if all(seq.params.temperature <= 0.0 for seq in batch):
@@ -509,6 +504,12 @@ class GenerationEngine:
         tokens = [*seq.prompt_ids, *seq.generated_ids][: cache.length]
         self._sessions.put(seq.session_id, tokens, cache, cache.length * self._kv_per_token)
         self._session_ids = self._sessions.session_ids()
+
+    def _fail(self, seqs: list[_Sequence], call: str, exc: Exception) -> None:
+        """End the streams of a model call that raised, with a typed error; the node keeps serving."""
+        for seq in seqs:
+            self._leave(seq)
+            self._hand_over(seq, Failed("inference_error", f"{call} failed: {type(exc).__name__}"))
 
     def _leave(self, seq: _Sequence) -> None:
         """Take ``seq`` out of the active lists and give back its KV reservation."""
