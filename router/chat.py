@@ -125,7 +125,7 @@ class ChatService:
                     if isinstance(ev, wire.Delta):
                         if not parts:
                             first_token_at = time.perf_counter()
-                            self.metrics.ttft.labels(route.target).observe(first_token_at - started)
+                            self.metrics.ttft_by(route.target).observe(first_token_at - started)
                         parts.append(ev.text)
                         tokens += ev.tokens
                         yield TextOut(ev.text)
@@ -193,7 +193,7 @@ class ChatService:
         conversation = history + req.messages
         policy = self._policy()
         decision = decide(policy, self._features(req, conversation, session_tier, policy))
-        self.metrics.decisions.labels(decision.target, decision.rule).inc()
+        self.metrics.decisions_by(decision.target, decision.rule).inc()
         params = req.params
         if decision.max_tokens is not None and params.max_tokens > decision.max_tokens:
             params = replace(params, max_tokens=decision.max_tokens)
@@ -220,12 +220,12 @@ class ChatService:
         total_ms = (now - t.started) * 1000
         ttft_ms = (t.first_token_at - t.started) * 1000 if t.first_token_at else total_ms
         if t.first_token_at and tokens > 1:
-            self.metrics.tpot.labels(route.target).observe((now - t.first_token_at) / (tokens - 1))
-        self.metrics.routed.labels(route.target).inc()
+            self.metrics.tpot_by(route.target).observe((now - t.first_token_at) / (tokens - 1))
+        self.metrics.routed_by(route.target).inc()
         # An exponentially weighted share over roughly the last 200 requests.
         self._cloud_share += ((route.target == "cloud") - self._cloud_share) / 200
         self.metrics.cloud_share.set(self._cloud_share)
-        self.metrics.completion_tokens.labels(route.target).inc(tokens)
+        self.metrics.completion_tokens_by(route.target).inc(tokens)
         if req.use_session and plan.session_id is not None:
             # Only a completed reply is stored, with the turn that asked for it.
             turns = (*req.messages, ChatMessage("assistant", text))
@@ -266,9 +266,9 @@ class ChatService:
             hit = await self.cache.get(key)
         except Exception as exc:  # a cache outage is a miss, not an error
             log.warning("prompt cache unavailable: %s", exc)
-            self.metrics.cache.labels("error").inc()
+            self.metrics.cache_by("error").inc()
             return None
-        self.metrics.cache.labels("hit" if hit is not None else "miss").inc()
+        self.metrics.cache_by("hit" if hit is not None else "miss").inc()
         return hit
 
     async def _cache_put(
@@ -322,10 +322,13 @@ class ChatService:
         self, req: ChatRequest, conversation: tuple[ChatMessage, ...], session_tier: str, policy: Policy
     ) -> Features:
         last_user = next((m.content for m in reversed(conversation) if m.role == "user"), "")
-        # The classifier costs tens of microseconds: run it only for policies that read its score.
+        # The classifier costs tens of microseconds: run it only when a rule that ``decide`` will look
+        # at reads the score. A conversation held on its tier is checked only against the rules that
+        # may move it, which in the shipped policies never read the score. The calibrator therefore
+        # sees the scores of the requests its threshold can route, and no others.
         score = 0.0
         threshold = 0.5
-        if self.scorer is not None and policy.uses("score"):
+        if self.scorer is not None and policy.uses("score", sticky=policy.holds_sticky(session_tier)):
             score = self.scorer(last_user)
             if policy.calibration is not None and self.calibrator is not None:
                 self.calibrator.record(score)

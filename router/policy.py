@@ -144,13 +144,22 @@ class Policy(BaseModel):
     )
     rules: tuple[Rule, ...] = Field(min_length=1)
 
-    def uses(self, feature: str) -> bool:
-        """Does any rule read ``feature``? (Per request in the hot path: answered from a set.)"""
-        return feature in self._features_read
+    def uses(self, feature: str, *, sticky: bool = False) -> bool:
+        """Can ``decide`` read ``feature``? For a conversation held by stickiness only the rules that
+        may move it are looked at. (Per request in the hot path: answered from a set.)"""
+        return feature in (self._features_read_sticky if sticky else self._features_read)
 
     @functools.cached_property
     def _features_read(self) -> frozenset[str]:
         return frozenset(f for rule in self.rules for f in rule.when)
+
+    @functools.cached_property
+    def _features_read_sticky(self) -> frozenset[str]:
+        return frozenset(f for rule in self.rules if rule.moves_sticky for f in rule.when)
+
+    def holds_sticky(self, session_tier: str) -> bool:
+        """Is a conversation on ``session_tier`` held there unless a ``moves_sticky`` rule matches?"""
+        return self.sticky and session_tier in ("edge", "cloud")
 
     @model_validator(mode="after")
     def _last_rule_catches_all(self) -> Policy:
@@ -183,7 +192,7 @@ class Decision:
 
 
 def decide(policy: Policy, features: Features) -> Decision:
-    sticky = policy.sticky and features.session_tier in ("edge", "cloud")
+    sticky = policy.holds_sticky(features.session_tier)
     for rule in policy.rules:
         if sticky and not rule.moves_sticky:
             continue

@@ -184,6 +184,14 @@ def test_cost_saver_policy(features: Features, target: str, rule: str) -> None:
         assert d.max_tokens == 512
 
 
+def test_uses_looks_only_at_rules_that_can_move_a_sticky_conversation() -> None:
+    assert COST.uses("score")
+    assert not COST.uses("score", sticky=True)  # confidently-hard cannot move a held conversation
+    assert COST.uses("edge_queue_depth", sticky=True)
+    assert COST.holds_sticky("edge") and not COST.holds_sticky("")
+    assert not LATENCY.holds_sticky("cloud")  # latency-first is not sticky
+
+
 @pytest.mark.parametrize(
     ("features", "target", "rule"),
     [

@@ -11,6 +11,7 @@ import pytest
 
 from router.state import CHAT, FLEET
 from switchyard.logfmt import JsonFormatter
+from switchyard.paths import POLICIES_DIR
 from tests.router.conftest import NodeProc, StartRouter, start_node, stop_node
 from tests.router.wsclient import LONG_PROMPT, chat, collect
 
@@ -73,6 +74,36 @@ async def test_multi_turn_session_keeps_history(
     assert [m.role for m in session.messages] == ["user", "assistant"] * 2
     assert session.messages[0].content == "My name is Ada."
     assert session.messages[1].content == first.text
+
+
+async def test_classifier_runs_only_where_the_policy_can_read_its_score(
+    start_router: StartRouter, fleet_nodes: dict[str, NodeProc]
+) -> None:
+    # cost-saver reads the score in a rule that cannot move a sticky conversation, so the follow-up
+    # turns of a conversation held on its tier are routed without the classifier.
+    router = await start_router(
+        [fleet_nodes["edge"], fleet_nodes["cloud"]], policy=POLICIES_DIR / "cost-saver.yaml"
+    )
+    service = router.app[CHAT]
+    assert service.scorer is not None
+    scored: list[str] = []
+    real = service.scorer
+
+    def counting(prompt: str) -> float:
+        scored.append(prompt)
+        return real(prompt)
+
+    service.scorer = counting
+    async with aiohttp.ClientSession() as http, http.ws_connect(router.ws) as ws:
+        first = await chat(ws, "Name a colour.", chat_id="a", params={"max_tokens": 4})
+        assert first.done is not None and first.done["route"]["reason"] == "everything-else"
+        sid = first.done["session_id"]
+        for i, text in enumerate(("And another?", "One more?")):
+            turn = await chat(ws, text, chat_id=f"b{i}", session_id=sid, params={"max_tokens": 4})
+            assert turn.done is not None and turn.done["route"]["reason"].startswith("sticky")
+        fresh = await chat(ws, "Name a fruit.", chat_id="c", params={"max_tokens": 4})
+        assert fresh.done is not None
+    assert scored == ["Name a colour.", "Name a fruit."]
 
 
 async def test_session_survives_router_restart_with_redis(
