@@ -71,6 +71,10 @@ def test_frame_is_the_map_of_every_field_nested_ones_included() -> None:
         msgpack.packb({"t": "gen", "sid": 1, "messages": [{"role": "robot", "content": "x"}], "params": {}}),
         msgpack.packb({"t": "gen", "sid": 1, "messages": [], "params": {"temperature": -1}}),
         msgpack.packb({"t": "delta", "sid": 1, "text": "x", "bogus": 1}),
+        msgpack.packb({"t": "delta", "sid": "1", "text": "x", "tokens": 1}),
+        msgpack.packb({"t": "delta", "sid": 1, "text": b"x", "tokens": 1}),
+        msgpack.packb({"t": "delta", "sid": 1, "text": "x", "tokens": True}),
+        msgpack.packb({"t": "delta", "sid": 1, "text": "x", "tokens": 1.0}),
     ],
 )
 def test_malformed_frames_raise_protocol_error(frame: bytes) -> None:
