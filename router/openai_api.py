@@ -6,7 +6,6 @@ import json
 import logging
 import math
 import time
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -16,6 +15,7 @@ from router.admission import bearer, identify
 from router.chat_types import ChatEvent, ChatRequest, Completed, Route, RouteChosen, TextOut
 from router.errors import InvalidParams, MalformedJSON, RetryLater, SwitchyardError
 from router.metrics import RouterMetrics
+from router.request_ids import new_request_id
 from router.state import CHAT, CONFIG, METRICS
 from switchyard import openai_format as oai
 
@@ -52,7 +52,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     except SwitchyardError as exc:
         return _failed(metrics, exc)
     req = ChatRequest(
-        request_id=uuid.uuid4().hex,
+        request_id=new_request_id(),
         messages=parsed.messages,
         params=parsed.params,
         api="openai",
@@ -85,14 +85,14 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
                 if parsed.include_usage:
                     await resp.write(writer.usage(oai.usage(ev.prompt_tokens, ev.completion_tokens)))
         await resp.write(oai.DONE_LINE)
-        metrics.requests.labels("openai", "ok").inc()
+        metrics.requests_by("openai", "ok").inc()
     except SwitchyardError as exc:
         metrics.errors.labels(exc.code).inc()
-        metrics.requests.labels("openai", exc.code).inc()
+        metrics.requests_by("openai", exc.code).inc()
         await resp.write(oai.sse_error(exc.message, exc.openai_type, exc.code))
     except ConnectionError:
         # The client went away: closing the event stream cancels the upstream generation.
-        metrics.requests.labels("openai", "client_gone").inc()
+        metrics.requests_by("openai", "client_gone").inc()
     finally:
         await events.aclose()  # type: ignore[attr-defined]
     return resp
@@ -100,7 +100,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
 
 def _failed(metrics: RouterMetrics, exc: SwitchyardError) -> web.Response:
     metrics.errors.labels(exc.code).inc()
-    metrics.requests.labels("openai", exc.code).inc()
+    metrics.requests_by("openai", exc.code).inc()
     return error_response(exc)
 
 
@@ -127,7 +127,7 @@ async def _whole(
                     "route": ev.route.as_dict(),
                     "timings": {"ttft_ms": round(ev.ttft_ms, 2), "total_ms": round(ev.total_ms, 2)},
                 }
-                metrics.requests.labels("openai", "ok").inc()
+                metrics.requests_by("openai", "ok").inc()
                 return web.json_response(body, headers=headers)
     except SwitchyardError as exc:
         return _failed(metrics, exc)

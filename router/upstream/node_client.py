@@ -150,14 +150,14 @@ class NodeClient:
             except wire.ProtocolError as exc:
                 log.warning("node %s sent a bad frame: %s", self.id, exc)
                 continue
-            if isinstance(ev, wire.Load):
-                self.load = ev
-            elif isinstance(ev, wire.Delta | wire.Done | wire.Error):
+            if type(ev) is wire.Delta or isinstance(ev, wire.Done | wire.Error):  # Delta: most frames
                 queue = self._streams.get(ev.sid)
                 if queue is not None:
                     queue.put_nowait(ev)
                 elif isinstance(ev, wire.Error) and ev.sid == -1:
                     log.warning("node %s: %s: %s", self.id, ev.code, ev.message)
+            elif isinstance(ev, wire.Load):
+                self.load = ev
         log.warning("lost connection to node %s", self.id)
 
     def _drop_connection(self) -> None:
