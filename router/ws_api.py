@@ -11,7 +11,6 @@ import asyncio
 import functools
 import json
 import logging
-import uuid
 from json.encoder import encode_basestring_ascii
 from typing import Any
 
@@ -30,8 +29,10 @@ from router.errors import (
     Unauthorized,
     UnknownMessageType,
 )
+from router.request_ids import new_request_id
 from router.sessions.base import valid_session_id
 from router.state import CHAT, CONFIG, METRICS
+from router.ws_frames import FrameBatcher
 from switchyard.wire import ChatMessage, SamplingParams
 
 log = logging.getLogger(__name__)
@@ -59,12 +60,15 @@ async def chat_socket(request: web.Request) -> web.StreamResponse:
     )
     await ws.prepare(request)
     running: dict[str, asyncio.Task[None]] = {}
+    transport = request.transport
+    assert transport is not None  # prepared: the connection is open
+    frames = FrameBatcher(ws, transport)
 
     async def send(obj: dict[str, Any] | str) -> None:
         """Send one frame: a JSON object, or a frame already encoded (the per-token deltas)."""
         if not ws.closed:
             try:
-                await ws.send_str(obj if isinstance(obj, str) else json.dumps(obj, separators=(",", ":")))
+                await frames.send(obj if isinstance(obj, str) else json.dumps(obj, separators=(",", ":")))
             except (ConnectionError, RuntimeError):
                 pass  # the client went away: its chats are cancelled as the socket closes
 
@@ -124,6 +128,7 @@ async def chat_socket(request: web.Request) -> web.StreamResponse:
             except SwitchyardError as exc:
                 await send_error(exc, chat_id if _valid_id(chat_id) else None)
     finally:
+        frames.flush()
         # The client went away (or the server is stopping): stop everything it started.
         for task in list(running.values()):
             task.cancel()
@@ -159,16 +164,16 @@ async def _run_chat(chat: ChatService, req: ChatRequest, chat_id: Any, send: Any
                         "timings": {"ttft_ms": round(ev.ttft_ms, 2), "total_ms": round(ev.total_ms, 2)},
                     }
                 )
-        metrics.requests.labels("ws", "ok").inc()
+        metrics.requests_by("ws", "ok").inc()
     except SwitchyardError as exc:
-        metrics.requests.labels("ws", exc.code).inc()
+        metrics.requests_by("ws", exc.code).inc()
         await send_error(exc, chat_id)
     except asyncio.CancelledError:
-        metrics.requests.labels("ws", "cancelled").inc()
+        metrics.requests_by("ws", "cancelled").inc()
         raise
     except Exception:
         log.exception("chat %s failed", req.request_id)
-        metrics.requests.labels("ws", "internal_error").inc()
+        metrics.requests_by("ws", "internal_error").inc()
         await send_error(SwitchyardError("internal error"), chat_id)
 
 
@@ -212,7 +217,7 @@ def _parse_chat(msg: dict[str, Any], max_chars: int, tenant: str) -> ChatRequest
         messages.append(ChatMessage("system", system))
     messages.append(ChatMessage("user", text))
     return ChatRequest(
-        request_id=uuid.uuid4().hex,
+        request_id=new_request_id(),
         messages=tuple(messages),
         params=params,
         api="ws",
