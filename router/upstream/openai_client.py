@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import aiohttp
+import orjson
 
 from router.config import NodeEndpoint
 from router.upstream.base import StreamEvent, UpstreamUnavailable
@@ -223,9 +223,11 @@ class _SSEState:
             self.done = True
             return None
         try:
-            obj = json.loads(data)
-        except ValueError:
-            return wire.Error(0, "bad_upstream_event", "the upstream sent an event that is not JSON")
+            obj = orjson.loads(data)  # several times faster than json.loads, per token of every reply
+        except orjson.JSONDecodeError:
+            obj = None
+        if not isinstance(obj, dict):
+            return wire.Error(0, "bad_upstream_event", "the upstream sent an event that is not a JSON object")
         if "error" in obj:
             err = obj["error"] if isinstance(obj["error"], dict) else {"message": str(obj["error"])}
             return wire.Error(0, str(err.get("code") or "upstream_error"), str(err.get("message", "")))
