@@ -114,6 +114,12 @@ def word_ngrams(text: str) -> list[str]:
 
 def surface_features(text: str) -> npt.NDArray[np.float64]:
     """Length and shape statistics of canonical text, in the order of ``SURFACE_NAMES``."""
+    return np.array(surface_values(text), dtype=np.float64)
+
+
+def surface_values(text: str) -> list[float]:
+    """``surface_features`` as a list: the scorer combines them in plain Python, which on one
+    prompt is faster than numpy's per-call overhead."""
     n_chars = len(text) + 1
     words = text.split()
     n_words = len(words) + 1
@@ -124,28 +130,25 @@ def surface_features(text: str) -> npt.NDArray[np.float64]:
     upper = len(_UPPER.findall(text))
     numbers = _NUMBER.findall(text)
     sentences = len(_SENTENCE_END.findall(text))
-    return np.array(
-        [
-            math.log1p(len(text)),
-            math.log1p(len(words)),
-            digits / n_chars,
-            len(numbers) / n_words,
-            math_chars / n_chars,
-            upper / n_chars,
-            float(text.count("?")),
-            float(len(lines)),
-            (sum(len(w) for w in words) / len(words)) if words else 0.0,
-            len(set(words)) / n_words,
-            float(_NEGATION.search(text) is not None),
-            float(_COMPUTE.search(text) is not None),
-            float(sentences),
-            float(_FIRST_PERSON.search(text) is not None),
-            max(len(line) for line in lines) / n_chars,
-            *_layout_features(text, lines),
-            *_reading_features(text, numbers, sentences),
-        ],
-        dtype=np.float64,
-    )
+    return [
+        math.log1p(len(text)),
+        math.log1p(len(words)),
+        digits / n_chars,
+        len(numbers) / n_words,
+        math_chars / n_chars,
+        upper / n_chars,
+        float(text.count("?")),
+        float(len(lines)),
+        (sum(len(w) for w in words) / len(words)) if words else 0.0,
+        len(set(words)) / n_words,
+        float(_NEGATION.search(text) is not None),
+        float(_COMPUTE.search(text) is not None),
+        float(sentences),
+        float(_FIRST_PERSON.search(text) is not None),
+        max(len(line) for line in lines) / n_chars,
+        *_layout_features(text, lines),
+        *_reading_features(text, numbers, sentences),
+    ]
 
 
 def _layout_features(text: str, lines: list[str]) -> list[float]:
@@ -197,9 +200,3 @@ def _reading_features(text: str, numbers: list[str], sentences: int) -> list[flo
         len(_NON_ASCII.findall(text)) / (len(text) + 1),
         float(text.count(":")),
     ]
-
-
-def ngram_ids(text: str, vocabulary: dict[str, int]) -> list[int]:
-    """Distinct vocabulary indices of the text's word n-grams (unknown n-grams are skipped)."""
-    ids = {vocabulary[g] for g in word_ngrams(text) if g in vocabulary}
-    return sorted(ids)

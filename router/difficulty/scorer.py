@@ -8,13 +8,14 @@ The routing threshold is policy and lives outside this class.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import operator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 
-from router.difficulty.features import SURFACE_NAMES, canonical_text, ngram_ids, surface_features
+from router.difficulty.features import SURFACE_NAMES, canonical_text, surface_values, word_ngrams
 
 DEFAULT_MODEL = Path(__file__).resolve().parent / "model.npz"
 FORMAT_VERSION = 2
@@ -30,6 +31,12 @@ class DifficultyClassifier:
     surface_scale: npt.NDArray[np.float64]
     surface_weights: npt.NDArray[np.float64]
     bias: float
+    # The same weights as plain Python floats, for scoring one prompt (numpy's per-call overhead
+    # outweighs the arithmetic here): n-gram -> weight, and the standardisation folded into the
+    # surface weights (x - mean) / scale . w = x . (w / scale) - mean . (w / scale).
+    _term_weight: dict[str, float] = field(init=False, repr=False, compare=False)
+    _surface_coef: list[float] = field(init=False, repr=False, compare=False)
+    _surface_offset: float = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.ngram_weights.shape != (len(self.vocabulary),):
@@ -37,6 +44,11 @@ class DifficultyClassifier:
         shape = (len(SURFACE_NAMES),)
         if not self.surface_mean.shape == self.surface_scale.shape == self.surface_weights.shape == shape:
             raise ValueError(f"surface arrays must have shape {shape}")
+        weights = self.ngram_weights.tolist()
+        coef = self.surface_weights / self.surface_scale
+        object.__setattr__(self, "_term_weight", {t: weights[i] for t, i in self.vocabulary.items()})
+        object.__setattr__(self, "_surface_coef", coef.tolist())
+        object.__setattr__(self, "_surface_offset", float(self.surface_mean @ coef))
 
     @classmethod
     def load(cls, path: Path | None = None) -> DifficultyClassifier:
@@ -72,12 +84,14 @@ class DifficultyClassifier:
 
     def logit(self, prompt: str) -> float:
         text = canonical_text(prompt)
-        ids = ngram_ids(text, self.vocabulary)
-        z = self.bias
-        if ids:
-            z += float(self.ngram_weights[ids].sum()) / math.sqrt(len(ids))
-        surface = (surface_features(text) - self.surface_mean) / self.surface_scale
-        return z + float(surface @ self.surface_weights)
+        weight = self._term_weight
+        # Each distinct known n-gram once (binary features), scaled by 1/sqrt(how many).
+        found = [w for g in set(word_ngrams(text)) if (w := weight.get(g)) is not None]
+        z = self.bias - self._surface_offset
+        if found:
+            z += math.fsum(found) / math.sqrt(len(found))
+        surface: float = sum(map(operator.mul, surface_values(text), self._surface_coef))
+        return z + surface
 
     def score(self, prompt: str) -> float:
         """P(the cloud model is needed) for one prompt, in [0, 1]."""
