@@ -75,21 +75,24 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     )
     await resp.prepare(request)
     writer = oai.ChunkWriter(completion_id, created, parsed.model)
+    # Chunks that are ready together go out in one write (one system call): the role chunk with the
+    # first text, and the finish chunk with the usage chunk and [DONE].
+    pending = writer.delta({"role": "assistant", "content": ""})
     try:
-        await resp.write(writer.delta({"role": "assistant", "content": ""}))
         async for ev in events:
             if isinstance(ev, TextOut):
-                await resp.write(writer.text(ev.text))
+                await resp.write(pending + writer.text(ev.text))
+                pending = b""
             elif isinstance(ev, Completed):
-                await resp.write(writer.delta({}, ev.finish_reason))
+                pending += writer.delta({}, ev.finish_reason)
                 if parsed.include_usage:
-                    await resp.write(writer.usage(oai.usage(ev.prompt_tokens, ev.completion_tokens)))
-        await resp.write(oai.DONE_LINE)
+                    pending += writer.usage(oai.usage(ev.prompt_tokens, ev.completion_tokens))
+        await resp.write(pending + oai.DONE_LINE)
         metrics.requests_by("openai", "ok").inc()
     except SwitchyardError as exc:
         metrics.errors.labels(exc.code).inc()
         metrics.requests_by("openai", exc.code).inc()
-        await resp.write(oai.sse_error(exc.message, exc.openai_type, exc.code))
+        await resp.write(pending + oai.sse_error(exc.message, exc.openai_type, exc.code))
     except ConnectionError:
         # The client went away: closing the event stream cancels the upstream generation.
         metrics.requests_by("openai", "client_gone").inc()

@@ -43,7 +43,10 @@ async def test_streaming_long_prompt_goes_to_cloud(client: openai.AsyncOpenAI) -
     pieces: list[str] = []
     finish = None
     usage = None
-    async for chunk in stream:
+    chunks = [chunk async for chunk in stream]
+    assert chunks[0].choices[0].delta.role == "assistant"  # the role chunk comes first
+    assert chunks[-1].usage is not None and not chunks[-1].choices  # the usage chunk comes last
+    for chunk in chunks:
         if chunk.usage is not None:
             usage = chunk.usage
         for choice in chunk.choices:
