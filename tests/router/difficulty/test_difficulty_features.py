@@ -45,3 +45,23 @@ def test_numeric_answers_and_a_single_line_prompt() -> None:
     single = _named("How many eggs are left if Ann buys 12 and eats 3 each day for 2 days?")
     assert single["pair_line_share"] == single["numeric_line_share"] == single["log_answer_line_chars"] == 0.0
     assert single["quantity_cues_per_word"] > 0.0
+
+
+@pytest.mark.parametrize(
+    ("text", "upper", "digits", "math_chars", "quotes", "non_ascii"),
+    [
+        ('AB c "q" 12 x=y+1', 2, 3, 2, 2, 0),
+        # Only ASCII A-Z is upper case; \d counts other scripts' digits; curly quotes count.
+        ("\u00c9\u00c0B \u0663\u0664 \uff15 \u201cq\u201d [a]", 1, 3, 2, 2, 7),
+    ],
+)
+def test_character_counts_on_ascii_and_unicode_text(
+    text: str, upper: int, digits: int, math_chars: int, quotes: int, non_ascii: int
+) -> None:
+    named = _named(text)
+    n = len(text) + 1
+    assert named["upper_share"] == pytest.approx(upper / n)
+    assert named["digit_share"] == pytest.approx(digits / n)
+    assert named["math_char_share"] == pytest.approx(math_chars / n)
+    assert named["quotes"] == quotes
+    assert named["non_ascii_share"] == pytest.approx(non_ascii / n)
