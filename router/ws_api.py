@@ -14,6 +14,7 @@ import logging
 from json.encoder import encode_basestring_ascii
 from typing import Any
 
+import orjson
 from aiohttp import WSMsgType, web
 
 from router.admission import bearer, identify
@@ -68,7 +69,7 @@ async def chat_socket(request: web.Request) -> web.StreamResponse:
         """Send one frame: a JSON object, or a frame already encoded (the per-token deltas)."""
         if not ws.closed:
             try:
-                await frames.send(obj if isinstance(obj, str) else json.dumps(obj, separators=(",", ":")))
+                await frames.send(obj if isinstance(obj, str) else orjson.dumps(obj))
             except (ConnectionError, RuntimeError):
                 pass  # the client went away: its chats are cancelled as the socket closes
 
@@ -94,7 +95,7 @@ async def chat_socket(request: web.Request) -> web.StreamResponse:
                 )
                 continue
             try:
-                msg = json.loads(frame.data)
+                msg = orjson.loads(frame.data)
             except ValueError as exc:
                 await send_error(MalformedJSON(f"invalid JSON: {exc}"))
                 continue

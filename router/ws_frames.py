@@ -19,8 +19,9 @@ from aiohttp import web
 HIGH_WATER = 256 * 1024
 
 
-def text_frame(text: str) -> bytes:
-    data = text.encode()
+def text_frame(text: str | bytes) -> bytes:
+    """One text frame; ``bytes`` must already be UTF-8 (as ``orjson.dumps`` writes)."""
+    data = text.encode() if isinstance(text, str) else text
     n = len(data)
     if n < 126:
         return bytes((0x81, n)) + data
@@ -40,13 +41,13 @@ class FrameBatcher:
         self._parts: list[bytes] = []
         self._loop = asyncio.get_running_loop()
 
-    async def send(self, text: str) -> None:
+    async def send(self, text: str | bytes) -> None:
         """Queue one text frame; raise ``ConnectionError`` when the socket is closed."""
         if self._ws.closed or self._transport.is_closing():
             raise ConnectionError("the socket is closed")
         if self._transport.get_write_buffer_size() > HIGH_WATER:
             self.flush()  # keep the order: what is queued goes first
-            await self._ws.send_str(text)
+            await self._ws.send_str(text if isinstance(text, str) else text.decode())
             return
         if not self._parts:
             self._loop.call_soon(self.flush)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import aiohttp
+import orjson
 import pytest
 from aiohttp import web
 
@@ -11,7 +12,7 @@ from tests.ports import free_port
 TEXTS = ["a", "é" * 70, "x" * 200, "y" * 70_000, '{"type":"done"}']
 
 
-async def _serve_and_read(texts: list[str]) -> list[str]:
+async def _serve_and_read(texts: list[str | bytes]) -> list[str]:
     async def handler(request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse(compress=False)
         await ws.prepare(request)
@@ -38,14 +39,19 @@ async def _serve_and_read(texts: list[str]) -> list[str]:
 
 
 async def test_batched_frames_arrive_whole_and_in_order() -> None:
-    assert await _serve_and_read(TEXTS) == TEXTS
+    assert await _serve_and_read(list(TEXTS)) == TEXTS
+
+
+async def test_utf8_bytes_go_out_as_text_frames() -> None:
+    encoded = orjson.dumps({"type": "route", "reason": "caf\u00e9"})
+    assert await _serve_and_read([encoded, "after"]) == [encoded.decode(), "after"]
 
 
 async def test_past_the_high_water_mark_frames_go_through_aiohttp_in_order(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(ws_frames, "HIGH_WATER", -1)  # as if the client had stopped reading
-    assert await _serve_and_read(TEXTS) == TEXTS
+    assert await _serve_and_read(list(TEXTS)) == TEXTS
 
 
 @pytest.mark.parametrize("n", [0, 125, 126, 65535, 65536])
