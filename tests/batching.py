@@ -1,17 +1,59 @@
-"""Greedy decoding drivers shared by the runtime tests: one sequence alone, and several in one batch.
+"""Greedy decoding drivers shared by the runtime and engine tests: one sequence alone, and several in
+one batch.
 
-They take any ``switchyard.lm`` runtime with ``prefill_batch``, so the edge and cloud runtimes are held
-to the same rule: a sequence's tokens and logits do not depend on the batch it ran in.
+They take any ``switchyard.lm`` runtime with ``prefill_batch`` (or any ``GenerationEngine``), so the
+edge and cloud runtimes are held to the same rule: a sequence's tokens and logits do not depend on the
+batch it ran in.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
+from switchyard.engine import Finished, GenerationEngine, TextChunk
 from switchyard.lm import KVCache
+from switchyard.wire import ChatMessage, SamplingParams
+
+GREEDY = SamplingParams(max_tokens=12, temperature=0.0, ignore_eos=True)
+# Prompts of different lengths, so that a batch holds rows that start and end at different steps.
+PROMPTS = (
+    "Hi.",
+    "Tell me about rivers and the towns that grew up along them.",
+    "What is a queue?",
+    "Explain recursion with an example of a function that calls itself until a base case.",
+    "Why?",
+    "List three uses of a hash table.",
+)
+
+
+def chat(text: str, system: str = "") -> tuple[ChatMessage, ...]:
+    head = (ChatMessage("system", system),) if system else ()
+    return (*head, ChatMessage("user", text))
+
+
+async def ask(
+    engine: GenerationEngine,
+    messages: Sequence[ChatMessage],
+    params: SamplingParams = GREEDY,
+    session: str = "",
+    first_token: asyncio.Event | None = None,
+) -> tuple[str, Finished]:
+    """The whole reply of one chat and how it finished; ``first_token`` is set when text first arrives."""
+    text = ""
+    async for ev in engine.generate(messages, params, session):
+        if isinstance(ev, TextChunk):
+            text += ev.text
+            if first_token is not None:
+                first_token.set()
+        elif isinstance(ev, Finished):
+            return text, ev
+        else:
+            raise AssertionError(f"unexpected event {ev}")
+    raise AssertionError("stream ended without Finished")
 
 
 def greedy_alone(lm: Any, prompt: list[int], steps: int) -> tuple[list[int], list[np.ndarray]]:

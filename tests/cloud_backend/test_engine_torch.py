@@ -3,25 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
 from typing import Any
 
 import pytest
 
 from cloud_backend.torch_lm import TorchLanguageModel
-from switchyard.engine import Finished, GenerationEngine, TextChunk
+from switchyard.engine import GenerationEngine
 from switchyard.lm import KVCache, Logits
 from switchyard.tokenizer import ChatTokenizer
 from switchyard.wire import ChatMessage, SamplingParams
+from tests.batching import PROMPTS, ask, chat
 from tests.edge_runtime.tiny_model import random_llama
 
-PROMPTS = (
-    "Hi.",
-    "Tell me about rivers and the towns that grew up along them.",
-    "What is a queue?",
-    "Explain recursion with an example of a function that calls itself until a base case.",
-    "Why?",
-)
 SYSTEM = " ".join(f"Rule {i}: answer briefly and stay on the topic of item {i}." for i in range(12))
 
 
@@ -46,27 +39,8 @@ def make(tokenizer: ChatTokenizer, **kwargs: Any) -> tuple[GenerationEngine, Tor
     return engine, lm, batches
 
 
-async def ask(
-    engine: GenerationEngine, messages: Sequence[ChatMessage], params: SamplingParams, session: str = ""
-) -> tuple[str, Finished]:
-    text = ""
-    async for ev in engine.generate(messages, params, session):
-        if isinstance(ev, TextChunk):
-            text += ev.text
-        elif isinstance(ev, Finished):
-            return text, ev
-        else:
-            raise AssertionError(f"unexpected event {ev}")
-    raise AssertionError("stream ended without Finished")
-
-
-def chat(text: str, system: str = "") -> tuple[ChatMessage, ...]:
-    head = (ChatMessage("system", system),) if system else ()
-    return (*head, ChatMessage("user", text))
-
-
 async def test_batched_greedy_equals_solo_through_the_engine(tokenizer: ChatTokenizer) -> None:
-    params = [SamplingParams(max_tokens=n, temperature=0.0, ignore_eos=True) for n in (30, 22, 26, 10, 8)]
+    params = [SamplingParams(max_tokens=n, temperature=0.0, ignore_eos=True) for n in (30, 22, 26, 10, 8, 12)]
     solo, _, solo_batches = make(tokenizer, max_running=1)
     try:
         alone = [await ask(solo, chat(p), params[i]) for i, p in enumerate(PROMPTS)]

@@ -11,21 +11,12 @@ from typing import Any
 import pytest
 
 from edge_runtime.onnx_lm import OnnxLanguageModel, load
-from switchyard.engine import Finished, GenerationEngine, TextChunk
+from switchyard.engine import GenerationEngine, TextChunk
 from switchyard.lm import BatchPrefill, CacheOps, KVCache, Logits, ModelConfig
 from switchyard.tokenizer import ChatTokenizer
 from switchyard.wire import ChatMessage, SamplingParams
+from tests.batching import GREEDY, PROMPTS, ask, chat
 from tests.edge_runtime.tiny_model import export_tiny, random_llama
-
-GREEDY = SamplingParams(max_tokens=12, temperature=0.0, ignore_eos=True)
-PROMPTS = (
-    "Hi.",
-    "Tell me about rivers and the towns that grew up along them.",
-    "What is a queue?",
-    "Explain recursion with an example of a function that calls itself until a base case.",
-    "Why?",
-    "List three uses of a hash table.",
-)
 
 
 @pytest.fixture(scope="module")
@@ -104,30 +95,6 @@ def make_engine(model_dir: Path, **kwargs: Any) -> tuple[GenerationEngine, Recor
     engine = GenerationEngine(rec, ChatTokenizer(model_dir), **kwargs)
     engine.start()
     return engine, rec
-
-
-async def ask(
-    engine: GenerationEngine,
-    messages: Sequence[ChatMessage],
-    params: SamplingParams = GREEDY,
-    session: str = "",
-    first_token: asyncio.Event | None = None,
-) -> tuple[str, Finished]:
-    text = ""
-    async for ev in engine.generate(messages, params, session):
-        if isinstance(ev, TextChunk):
-            text += ev.text
-            if first_token is not None:
-                first_token.set()
-        elif isinstance(ev, Finished):
-            return text, ev
-        else:
-            raise AssertionError(f"unexpected event {ev}")
-    raise AssertionError("stream ended without Finished")
-
-
-def chat(text: str) -> tuple[ChatMessage, ...]:
-    return (ChatMessage("user", text),)
 
 
 async def test_batched_greedy_equals_solo_through_the_engine(model_dir: Path) -> None:
