@@ -15,31 +15,11 @@ from cloud_backend.llama import (
     load_llama,
     save_llama,
 )
-from switchyard.lm import ModelConfig
+from tests.edge_runtime.tiny_model import random_llama
 
 
-def tiny_config(*, tie: bool = False) -> ModelConfig:
-    return ModelConfig(
-        vocab_size=96,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        intermediate_size=48,
-        max_position_embeddings=128,
-        rope_theta=5000.0,
-        tie_word_embeddings=tie,
-        name="tiny",
-    )
-
-
-def tiny_model(*, tie: bool = False, seed: int = 0) -> LlamaForCausalLM:
-    torch.manual_seed(seed)
-    model = LlamaForCausalLM(tiny_config(tie=tie)).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0.0, 0.2)
-    return model
+def tiny_model(*, tie: bool = False) -> LlamaForCausalLM:
+    return random_llama(vocab=96, context=128, seed=0, tie=tie)
 
 
 @torch.inference_mode()
