@@ -67,11 +67,10 @@ async def chat_socket(request: web.Request) -> web.StreamResponse:
 
     async def send(obj: dict[str, Any] | str) -> None:
         """Send one frame: a JSON object, or a frame already encoded (the per-token deltas)."""
-        if not ws.closed:
-            try:
-                await frames.send(obj if isinstance(obj, str) else orjson.dumps(obj))
-            except (ConnectionError, RuntimeError):
-                pass  # the client went away: its chats are cancelled as the socket closes
+        try:  # the batcher refuses frames once the socket is closed
+            await frames.send(obj if isinstance(obj, str) else orjson.dumps(obj))
+        except (ConnectionError, RuntimeError):
+            pass  # the client went away: its chats are cancelled as the socket closes
 
     async def send_error(exc: SwitchyardError, chat_id: Any = None) -> None:
         metrics.errors.labels(exc.code).inc()

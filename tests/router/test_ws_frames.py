@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import asyncio
+
 import aiohttp
 import orjson
 import pytest
@@ -61,3 +63,36 @@ def test_frame_header_lengths(n: int) -> None:
     header = {True: 2, False: 4 if n < 65536 else 10}[n < 126]
     assert len(frame) == header + n
     assert frame[header:] == b"z" * n
+
+
+async def test_a_closed_socket_refuses_frames() -> None:
+    refused: list[BaseException] = []
+
+    async def handler(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(compress=False)
+        await ws.prepare(request)
+        assert request.transport is not None
+        frames = FrameBatcher(ws, request.transport)
+        await ws.receive()  # the client's close: aiohttp answers it and marks the socket closed
+        try:
+            await frames.send("too late")
+        except ConnectionError as exc:
+            refused.append(exc)
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/ws", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        async with aiohttp.ClientSession() as http, http.ws_connect(f"http://127.0.0.1:{port}/ws") as ws:
+            await ws.close()
+        for _ in range(100):
+            if refused:
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        await runner.cleanup()
+    assert len(refused) == 1
