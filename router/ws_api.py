@@ -33,8 +33,8 @@ from router.errors import (
 from router.request_ids import new_request_id
 from router.sessions.base import valid_session_id
 from router.state import CHAT, CONFIG, METRICS
-from router.ws_frames import FrameBatcher
 from switchyard.wire import ChatMessage, SamplingParams
+from switchyard.ws_frames import FrameBatcher
 
 log = logging.getLogger(__name__)
 

@@ -25,6 +25,7 @@ from switchyard.engine import Failed, Finished, GenerationEngine, QueueFull, Tex
 from switchyard.lm import LanguageModel
 from switchyard.registry import NodeRecord
 from switchyard.tokenizer import ChatTokenizer
+from switchyard.ws_frames import FrameBatcher
 
 log = logging.getLogger(__name__)
 
@@ -173,20 +174,21 @@ async def _cancel_streams(app: web.Application) -> None:
 
 async def _node_socket(request: web.Request) -> web.WebSocketResponse:
     state = request.app[STATE]
-    ws = web.WebSocketResponse(max_msg_size=4 * 1024 * 1024, heartbeat=10.0)
+    # No permessage-deflate: the frames are written by ``FrameBatcher``, which frames them itself.
+    ws = web.WebSocketResponse(max_msg_size=4 * 1024 * 1024, heartbeat=10.0, compress=False)
     await ws.prepare(request)
     if not await _handshake(ws, state):
         await ws.close()
         return ws
-    send_lock = asyncio.Lock()
+    transport = request.transport
+    assert transport is not None  # prepared: the connection is open
+    # After a model step every running stream has a delta: they go out in one write.
+    frames = FrameBatcher(ws, transport, binary=True)
     tasks: dict[int, asyncio.Task[None]] = {}
 
     async def send(msg: wire.Message) -> None:
-        if ws.closed:
-            return
-        async with send_lock:
-            with contextlib.suppress(ConnectionError):
-                await ws.send_bytes(wire.encode(msg))
+        with contextlib.suppress(ConnectionError):  # the router went away: its streams are cancelled
+            await frames.send(wire.encode(msg))
 
     reporter = asyncio.create_task(_report_load(state, send))
     state.sockets.add(ws)

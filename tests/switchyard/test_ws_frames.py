@@ -7,19 +7,19 @@ import orjson
 import pytest
 from aiohttp import web
 
-from router import ws_frames
-from router.ws_frames import FrameBatcher
+from switchyard import ws_frames
+from switchyard.ws_frames import FrameBatcher
 from tests.ports import free_port
 
 TEXTS = ["a", "é" * 70, "x" * 200, "y" * 70_000, '{"type":"done"}']
 
 
-async def _serve_and_read(texts: list[str | bytes]) -> list[str]:
+async def _serve_and_read(texts: list[str | bytes], *, binary: bool = False) -> list[str | bytes]:
     async def handler(request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse(compress=False)
         await ws.prepare(request)
         assert request.transport is not None
-        frames = FrameBatcher(ws, request.transport)
+        frames = FrameBatcher(ws, request.transport, binary=binary)
         for text in texts:  # all in one loop turn: one write
             await frames.send(text)
         await ws.receive()  # the client's close
@@ -33,7 +33,9 @@ async def _serve_and_read(texts: list[str | bytes]) -> list[str]:
     await web.TCPSite(runner, "127.0.0.1", port).start()
     try:
         async with aiohttp.ClientSession() as http, http.ws_connect(f"http://127.0.0.1:{port}/ws") as ws:
-            got = [await ws.receive_str(timeout=5) for _ in texts]
+            got: list[str | bytes] = []
+            for _ in texts:
+                got.append(await (ws.receive_bytes if binary else ws.receive_str)(timeout=5))
             await ws.close()
         return got
     finally:
@@ -56,6 +58,19 @@ async def test_past_the_high_water_mark_frames_go_through_aiohttp_in_order(
     assert await _serve_and_read(list(TEXTS)) == TEXTS
 
 
+async def test_binary_frames_arrive_whole_and_in_order() -> None:
+    payloads: list[str | bytes] = [b"", b"\x00\xff" * 40, bytes(range(256)) * 300, b"\x93\x01"]
+    assert await _serve_and_read(payloads, binary=True) == payloads
+
+
+async def test_binary_frames_past_the_high_water_mark_go_through_aiohttp(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(ws_frames, "HIGH_WATER", -1)
+    payloads: list[str | bytes] = [b"first", bytes(range(256)) * 300, b"last"]
+    assert await _serve_and_read(payloads, binary=True) == payloads
+
+
 @pytest.mark.parametrize("n", [0, 125, 126, 65535, 65536])
 def test_frame_header_lengths(n: int) -> None:
     frame = ws_frames.text_frame("z" * n)
@@ -63,6 +78,8 @@ def test_frame_header_lengths(n: int) -> None:
     header = {True: 2, False: 4 if n < 65536 else 10}[n < 126]
     assert len(frame) == header + n
     assert frame[header:] == b"z" * n
+    binary = ws_frames.encode_frame(b"z" * n, binary=True)
+    assert binary[0] == 0x82 and binary[1:] == frame[1:]  # FIN, binary; the same length encoding
 
 
 async def test_a_closed_socket_refuses_frames() -> None:
