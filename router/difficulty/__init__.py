@@ -1,1 +1,1 @@
-"""Learned difficulty classifier: P(the cloud model is needed) for a chat prompt."""
+"""Learned difficulty classifier: how much a chat prompt needs the cloud model, in [0, 1]."""

@@ -34,6 +34,10 @@ class TrainConfig:
     l2: float = 3.0
     use_ngrams: bool = True
     use_surface: bool = True
+    # λ of the score P(helped) - λ P(hurt); 0 leaves the hurt model out. λ = 1 would be the plain
+    # expected gain, but it ranks worse under leave-one-domain-out (docs/classifier.md): P(hurt)
+    # transfers to unseen domains less reliably than P(helped), so its term is shrunk.
+    hurt_weight: float = 0.5
 
 
 def targets(rows: Sequence[LabelledPrompt], label: Label) -> tuple[FloatArray, FloatArray]:
@@ -47,6 +51,11 @@ def targets(rows: Sequence[LabelledPrompt], label: Label) -> tuple[FloatArray, F
         return (~weak).astype(np.float64), np.ones(len(rows))
     # Both-wrong prompts gain nothing from the cloud; leave them out of training.
     return helped.astype(np.float64), (weak | strong).astype(np.float64)
+
+
+def hurt_targets(rows: Sequence[LabelledPrompt]) -> FloatArray:
+    """1.0 where the cloud answer is worse: the edge model right and the cloud model wrong."""
+    return np.array([r.weak_correct and not r.strong_correct for r in rows], dtype=np.float64)
 
 
 def build_vocabulary(texts: Sequence[str], domains: Sequence[str], config: TrainConfig) -> dict[str, int]:
@@ -112,6 +121,12 @@ def fit_classifier(rows: Sequence[LabelledPrompt], config: TrainConfig) -> Diffi
     coef, bias = _fit_logistic(x, y, weight, config.l2)
     n_vocab = len(vocabulary)
     surface_weights = coef[n_vocab:] if config.use_surface else np.zeros(raw.shape[1])
+    hurt_weights, hurt_bias = None, 0.0
+    if config.hurt_weight > 0.0:
+        import scipy.sparse as sp
+
+        standard = sp.csr_matrix((raw - mean) / scale)
+        hurt_weights, hurt_bias = _fit_logistic(standard, hurt_targets(rows), np.ones(len(rows)), config.l2)
     return DifficultyClassifier(
         vocabulary=vocabulary,
         ngram_weights=coef[:n_vocab],
@@ -119,6 +134,9 @@ def fit_classifier(rows: Sequence[LabelledPrompt], config: TrainConfig) -> Diffi
         surface_scale=scale,
         surface_weights=surface_weights,
         bias=bias,
+        hurt_surface_weights=hurt_weights,
+        hurt_bias=hurt_bias,
+        hurt_weight=config.hurt_weight,
     )
 
 
