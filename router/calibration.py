@@ -28,9 +28,11 @@ def bin_of(score: float) -> int:
 
 
 def threshold_for_share(counts: Sequence[int], share: float) -> float | None:
-    """The lowest bin edge t such that at most ``share`` of the scores are >= t.
+    """The score t such that about ``share`` of the scores are >= t (at most ``share`` of the counts).
 
-    ``None`` when there are no scores. A share of 0 gives 1.0 (nothing qualifies).
+    The bin the quantile falls in is split as if its scores were spread evenly across it: the
+    classifier's scores crowd into a narrow band, where one bin can hold a few per cent of traffic.
+    ``None`` when there are no scores. A share of 0 gives a threshold above every score.
     """
     total = sum(counts)
     if total == 0:
@@ -38,9 +40,10 @@ def threshold_for_share(counts: Sequence[int], share: float) -> float | None:
     allowed = share * total
     above = 0
     for b in range(BINS - 1, -1, -1):
-        if above + counts[b] > allowed:
-            return (b + 1) / BINS
-        above += counts[b]
+        n = counts[b]
+        if above + n > allowed:
+            return (b + 1 - (allowed - above) / n) / BINS
+        above += n
     return 0.0
 
 

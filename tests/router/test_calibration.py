@@ -7,7 +7,14 @@ import random
 import pytest
 import redis.asyncio as redis_asyncio
 
-from router.calibration import BINS, MemoryWindows, RedisWindows, ShareCalibrator, threshold_for_share
+from router.calibration import (
+    BINS,
+    MemoryWindows,
+    RedisWindows,
+    ShareCalibrator,
+    bin_of,
+    threshold_for_share,
+)
 from router.policy import Features, decide, parse_policy
 
 POLICY = parse_policy(
@@ -32,6 +39,21 @@ def test_threshold_for_share() -> None:
     assert threshold_for_share(counts, 0.0) > 0.99  # type: ignore[operator]  # above every score
     assert threshold_for_share(counts, 1.0) == 0.0
     assert threshold_for_share([0] * BINS, 0.5) is None
+
+
+def test_the_threshold_splits_a_crowded_bin() -> None:
+    """A tenth of the traffic in one bin: the threshold lands inside it, not at one of its edges."""
+    draw = random.Random(3)
+    width = 1 / BINS
+    scores = [draw.uniform(0.0, 0.4) for _ in range(9000)] + [
+        0.4 + draw.random() * width for _ in range(1000)
+    ]
+    counts = [0] * BINS
+    for score in scores:
+        counts[bin_of(score)] += 1
+    threshold = threshold_for_share(counts, 0.05)
+    assert threshold is not None and 0.4 < threshold < 0.4 + width
+    assert sum(s >= threshold for s in scores) / len(scores) == pytest.approx(0.05, abs=0.005)
 
 
 def test_calibrated_needs_a_calibration_section() -> None:
