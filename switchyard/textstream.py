@@ -121,7 +121,8 @@ def byte_level_table(vocab: dict[str, int], skipped: set[int], added: dict[int, 
     """Bytes of every token id of a byte-level BPE vocabulary; ``skipped`` ids decode to nothing and
     ``added`` (non-special added tokens) to their text as it is."""
     alphabet = _byte_level_alphabet()
-    table = [b""] * (max([*vocab.values(), *added, 0]) + 1)
+    # Added tokens may lie past the model's vocabulary (Qwen2's role markers do): size for all ids.
+    table = [b""] * (max([*vocab.values(), *added, *skipped, 0]) + 1)
     for piece, token_id in vocab.items():
         table[token_id] = bytes(alphabet[ch] for ch in piece)
     for token_id, text in added.items():

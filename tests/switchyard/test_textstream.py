@@ -83,3 +83,11 @@ def test_byte_table_holds_back_a_split_character() -> None:
     assert stream.push(0) == "a"
     assert stream.push(1) == ""
     assert stream.push(2) == "\u00e9"
+
+
+def test_byte_table_covers_special_tokens_past_the_vocabulary() -> None:
+    """Qwen2's role markers have ids after the BPE vocabulary's; they decode to nothing."""
+    from switchyard.textstream import byte_level_table
+
+    table = byte_level_table({"a": 0, "\u0120b": 1}, skipped={5, 6}, added={3: "<tool>"})
+    assert table == [b"a", b" b", b"", b"<tool>", b"", b"", b""]
