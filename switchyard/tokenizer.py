@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from switchyard.textstream import ByteTableDecoder, byte_level_table
+from switchyard.token_segments import SegmentEncoder
 from switchyard.wire import ChatMessage
 
 # Used when a model folder ships no template: plain role-tagged turns.
@@ -43,6 +44,9 @@ class ChatTokenizer:
             template = next((t["template"] for t in template if t.get("name") == "default"), None)
             template = template or DEFAULT_CHAT_TEMPLATE
         self._template = _compile(str(template))
+        self._segments = SegmentEncoder.build(
+            self._encode_whole, self._tok.get_added_tokens_decoder(), self._self_check_samples()
+        )
 
     def _byte_table(self, path: Path) -> list[bytes] | None:
         """Each token's bytes, when this is a byte-level BPE tokenizer whose decoding is exactly those
@@ -79,7 +83,32 @@ class ChatTokenizer:
 
     def encode(self, text: str) -> list[int]:
         # Special tokens in the rendered template are real tokens; the template adds BOS itself.
+        if self._segments is not None:
+            return self._segments.encode(text)
+        return self._encode_whole(text)
+
+    def _encode_whole(self, text: str) -> list[int]:
         return list(self._tok.encode(text, add_special_tokens=False).ids)
+
+    def _self_check_samples(self) -> list[str]:
+        """Rendered chats whose pieces start and end with spaces, newlines and non-ASCII text."""
+        from jinja2 import TemplateError
+
+        turns = [
+            "hello there",
+            " leading space",
+            "trailing space ",
+            "two\nlines\n",
+            "caf\u00e9 \u4e2d\u6587 \U0001f600",
+        ]
+        samples = []
+        for i in range(len(turns)):
+            chat = [ChatMessage("user" if j % 2 == 0 else "assistant", t) for j, t in enumerate(turns[i:])]
+            try:
+                samples.append(self.render([ChatMessage("system", " be brief "), *chat]))
+            except (ValueError, TemplateError):  # a template that refuses a system turn or this order
+                samples.append(self.render(chat[:1]))
+        return samples
 
     def encode_chat(self, messages: Sequence[ChatMessage]) -> list[int]:
         return self.encode(self.render(messages))
