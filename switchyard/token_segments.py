@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 MIN_CHARS = 256
 CHECKED_INPUTS = 8  # real inputs encoded both ways before the encoder trusts itself
 MAX_ENTRIES = 8192
-MAX_CHARS = 4_000_000
+MAX_CHARS = 2_000_000  # about 500k tokens: some 20 MB of ids at most
 
 
 class SegmentEncoder:
