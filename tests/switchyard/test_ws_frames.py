@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
 import orjson
@@ -11,6 +13,7 @@ from switchyard import ws_frames
 from switchyard.ws_frames import FrameBatcher
 from tests.ports import free_port
 
+Handler = Callable[[web.Request], Awaitable[web.WebSocketResponse]]
 TEXTS = ["a", "é" * 70, "x" * 200, "y" * 70_000, '{"type":"done"}']
 
 
@@ -25,6 +28,17 @@ async def _serve_and_read(texts: list[str | bytes], *, binary: bool = False) -> 
         await ws.receive()  # the client's close
         return ws
 
+    async with _served(handler) as url, aiohttp.ClientSession() as http, http.ws_connect(url) as ws:
+        got: list[str | bytes] = []
+        for _ in texts:
+            got.append(await (ws.receive_bytes if binary else ws.receive_str)(timeout=5))
+        await ws.close()
+    return got
+
+
+@contextlib.asynccontextmanager
+async def _served(handler: Handler) -> AsyncIterator[str]:
+    """``handler`` on a loopback port; yields its WebSocket URL."""
     app = web.Application()
     app.router.add_get("/ws", handler)
     runner = web.AppRunner(app)
@@ -32,12 +46,7 @@ async def _serve_and_read(texts: list[str | bytes], *, binary: bool = False) -> 
     port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     try:
-        async with aiohttp.ClientSession() as http, http.ws_connect(f"http://127.0.0.1:{port}/ws") as ws:
-            got: list[str | bytes] = []
-            for _ in texts:
-                got.append(await (ws.receive_bytes if binary else ws.receive_str)(timeout=5))
-            await ws.close()
-        return got
+        yield f"http://127.0.0.1:{port}/ws"
     finally:
         await runner.cleanup()
 
@@ -97,19 +106,11 @@ async def test_a_closed_socket_refuses_frames() -> None:
             refused.append(exc)
         return ws
 
-    app = web.Application()
-    app.router.add_get("/ws", handler)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        async with aiohttp.ClientSession() as http, http.ws_connect(f"http://127.0.0.1:{port}/ws") as ws:
+    async with _served(handler) as url:
+        async with aiohttp.ClientSession() as http, http.ws_connect(url) as ws:
             await ws.close()
         for _ in range(100):
             if refused:
                 break
             await asyncio.sleep(0.01)
-    finally:
-        await runner.cleanup()
     assert len(refused) == 1

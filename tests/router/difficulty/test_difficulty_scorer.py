@@ -50,18 +50,24 @@ def test_multiple_choice_scaffolding_is_stripped() -> None:
     assert text == "Q?\none\ntwo"
 
 
+def _hurt_model(model: DifficultyClassifier) -> DifficultyClassifier:
+    """The P(hurt) model alone, as a classifier whose score is that probability."""
+    assert model.hurt_surface_weights is not None
+    return dataclasses.replace(
+        model,
+        ngram_weights=np.zeros_like(model.ngram_weights),
+        surface_weights=model.hurt_surface_weights,
+        bias=model.hurt_bias,
+        hurt_weight=0.0,
+    )
+
+
 def test_score_is_the_shrunk_expected_gain(small_model: DifficultyClassifier) -> None:
     """score = (P(helped) - λ P(hurt) + λ) / (1 + λ), from the two logistic models."""
     lam = small_model.hurt_weight
     assert lam > 0.0 and small_model.hurt_surface_weights is not None
     helped_only = dataclasses.replace(small_model, hurt_weight=0.0)
-    hurt_only = dataclasses.replace(
-        small_model,
-        ngram_weights=np.zeros_like(small_model.ngram_weights),
-        surface_weights=small_model.hurt_surface_weights,
-        bias=small_model.hurt_bias,
-        hurt_weight=0.0,
-    )
+    hurt_only = _hurt_model(small_model)
     for prompt in PROMPTS:
         expected = (helped_only.score(prompt) - lam * hurt_only.score(prompt) + lam) / (1 + lam)
         assert small_model.score(prompt) == pytest.approx(expected, abs=1e-12)
@@ -72,13 +78,7 @@ def test_the_hurt_model_ranks_hurt_prompts_higher(
     small_model: DifficultyClassifier, labelled_sample: list[LabelledPrompt]
 ) -> None:
     assert small_model.hurt_surface_weights is not None
-    hurt_only = dataclasses.replace(
-        small_model,
-        ngram_weights=np.zeros_like(small_model.ngram_weights),
-        surface_weights=small_model.hurt_surface_weights,
-        bias=small_model.hurt_bias,
-        hurt_weight=0.0,
-    )
+    hurt_only = _hurt_model(small_model)
     scores = np.array([hurt_only.score(r.prompt) for r in labelled_sample])
     hurt = np.array([r.weak_correct and not r.strong_correct for r in labelled_sample])
     assert scores[hurt].mean() > scores[~hurt].mean()
