@@ -186,7 +186,8 @@ class OnnxLanguageModel:
         # The steady state: the same sequences as last step, so last step's output is this input.
         past = whole_block(onnx) or assemble(onnx, sig.num_layers, self._empty, self._upload)
         ones = [1] * len(token_ids)
-        self._check_window(past.lengths, ones)
+        if max(past.lengths) >= self.context_window:  # only then can a row overflow; find and name it
+            self._check_window(past.lengths, ones)
         ids = np.asarray(token_ids, dtype=sig.ids_dtype)[:, None]
         positions = np.asarray(past.lengths, dtype=np.int64)[:, None]
         mask = padding_mask(past.lengths, past.width, ones, 1)

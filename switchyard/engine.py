@@ -135,6 +135,7 @@ class GenerationEngine:
         self._waiting: collections.deque[_Sequence] = collections.deque()
         self._prefilling: list[_Sequence] = []
         self._running: list[_Sequence] = []
+        self._sampling = 0  # running sequences that sample (temperature > 0); the rest are greedy
         self._reserved_bytes = 0
         self._sessions = SessionKVStore(session_kv_bytes)
         self._session_ids: tuple[str, ...] = ()  # a snapshot for other threads; only the worker writes
@@ -411,6 +412,8 @@ class GenerationEngine:
             seq.prefilled = len(seq.prompt_ids)
             self._prefilling.remove(seq)
             self._running.append(seq)
+            if seq.params.temperature > 0.0:
+                self._sampling += 1
             assert seq.sampler is not None
             self._accept(seq, seq.sampler.pick(logits[i]))
 
@@ -452,7 +455,7 @@ class GenerationEngine:
             self._fail(batch, "decode step", exc)
             return
         logits = self._mask(logits)
-        if all(seq.params.temperature <= 0.0 for seq in batch):
+        if not self._sampling:
             # All greedy (the common case for chat APIs at temperature 0): one argmax for the batch.
             for seq, cache, token in zip(batch, caches, logits.argmax(axis=-1).tolist(), strict=True):
                 seq.cache = cache
@@ -515,6 +518,8 @@ class GenerationEngine:
         """Take ``seq`` out of the active lists and give back its KV reservation."""
         if seq in self._running:
             self._running.remove(seq)
+            if seq.params.temperature > 0.0:
+                self._sampling -= 1
         elif seq in self._prefilling:
             self._prefilling.remove(seq)
         self._reserved_bytes -= seq.reserved_bytes

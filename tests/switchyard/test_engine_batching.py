@@ -97,6 +97,29 @@ def make_engine(model_dir: Path, **kwargs: Any) -> tuple[GenerationEngine, Recor
     return engine, rec
 
 
+async def test_seeded_sampling_and_greedy_share_a_batch(model_dir: Path) -> None:
+    """A sampled stream in the batch takes the per-row path; each stream still replays alone."""
+    sampled = SamplingParams(max_tokens=30, temperature=0.9, top_k=50, seed=11, ignore_eos=True)
+    greedy = SamplingParams(max_tokens=40, temperature=0.0, ignore_eos=True)
+    plan = [(PROMPTS[0], greedy), (PROMPTS[1], sampled), (PROMPTS[2], greedy), (PROMPTS[3], sampled)]
+    solo, _ = make_engine(model_dir, max_running=1)
+    try:
+        alone = [await ask(solo, chat(p), params) for p, params in plan]
+    finally:
+        solo.close()
+    batched, rec = make_engine(model_dir, max_running=8)
+    try:
+        together = await asyncio.gather(*(ask(batched, chat(p), params) for p, params in plan))
+        # The sampled ones finish first (30 tokens); the greedy pair then decodes on its own.
+        after = await asyncio.gather(*(ask(batched, chat(p), params) for p, params in plan[::2]))
+    finally:
+        batched.close()
+    assert [t for t, _ in together] == [t for t, _ in alone]
+    assert [t for t, _ in after] == [t for t, _ in alone[::2]]
+    assert max(rec.decode_batches()) == 4
+    assert batched._sampling == 0  # every sampled stream that joined has left
+
+
 async def test_batched_greedy_equals_solo_through_the_engine(model_dir: Path) -> None:
     # The first three run long enough for the others to join their batch, then leave at different steps.
     params = [SamplingParams(max_tokens=n, temperature=0.0, ignore_eos=True) for n in (40, 30, 35, 12, 9, 14)]
