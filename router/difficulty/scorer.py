@@ -121,9 +121,7 @@ class DifficultyClassifier:
                 surface_scale=self.surface_scale.astype(np.float32),
                 surface_weights=self.surface_weights.astype(np.float32),
                 bias=np.float64(self.bias),
-                hurt_surface_weights=(np.zeros(len(SURFACE_NAMES)) if hurt is None else hurt).astype(
-                    np.float32
-                ),
+                hurt_surface_weights=hurt.astype(np.float32),
                 hurt_bias=np.float64(self.hurt_bias),
                 hurt_weight=np.float64(self.hurt_weight),
             )
