@@ -22,7 +22,6 @@ from cloud_backend.llama import LlamaForCausalLM
 from switchyard.lm import ModelConfig
 
 ONNX_NAME = "model.onnx"
-# Files of a Hugging Face folder that the ONNX folder needs as they are.
 
 
 class _OptimumSignature(nn.Module):

@@ -33,11 +33,6 @@ def encode_frame(payload: bytes, *, binary: bool = False) -> bytes:
     return bytes((first, 127)) + n.to_bytes(8, "big") + payload
 
 
-def text_frame(text: str | bytes) -> bytes:
-    """One text frame; ``bytes`` must already be UTF-8."""
-    return encode_frame(text.encode() if isinstance(text, str) else text)
-
-
 class FrameBatcher:
     """Frames for one ``WebSocketResponse``, flushed once per event-loop turn.
 

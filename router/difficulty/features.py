@@ -29,8 +29,7 @@ _COMPUTE = re.compile(r"\b(?:calculate|compute|how many|how much|what is the val
 _FIRST_PERSON = re.compile(r"\b(?:I|me|my)\b")
 _SENTENCE_END = re.compile(r"[.!?](?:\s|$)")
 _DIGIT = re.compile(r"\d")
-_MATH_CHAR = re.compile(r"[-+*/=^<>%$()\[\]{}|\\]")
-_MATH_BYTES = b"-+*/=^<>%$()[]{}|\\"  # the characters of _MATH_CHAR
+_MATH_BYTES = b"-+*/=^<>%$()[]{}|\\"  # math and bracket characters, counted on the UTF-8 bytes
 _UPPER_BYTES = bytes(range(ord("A"), ord("Z") + 1))
 _DIGIT_BYTES = b"0123456789"
 _WORD = re.compile(r"[A-Za-z]+")

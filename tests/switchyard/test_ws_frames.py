@@ -82,7 +82,7 @@ async def test_binary_frames_past_the_high_water_mark_go_through_aiohttp(
 
 @pytest.mark.parametrize("n", [0, 125, 126, 65535, 65536])
 def test_frame_header_lengths(n: int) -> None:
-    frame = ws_frames.text_frame("z" * n)
+    frame = ws_frames.encode_frame(b"z" * n)
     assert frame[0] == 0x81  # FIN, text, unmasked
     header = {True: 2, False: 4 if n < 65536 else 10}[n < 126]
     assert len(frame) == header + n
