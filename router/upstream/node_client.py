@@ -19,6 +19,7 @@ import aiohttp
 
 from router.config import NodeEndpoint
 from router.upstream.base import StreamEvent, UpstreamUnavailable
+from router.upstream.turn_cork import TurnCork
 from switchyard import wire
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,7 @@ class NodeClient:
         self._backoff = backoff or Backoff()
         self._connect_timeout = connect_timeout_s
         self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._cork: TurnCork | None = None
         self._streams: dict[int, asyncio.Queue[StreamEvent]] = {}
         self._sids = itertools.count(1)
         self._task: asyncio.Task[None] | None = None
@@ -128,6 +130,7 @@ class NodeClient:
             max_msg_size=4 * 1024 * 1024,
         )
         self._ws = ws
+        self._cork = TurnCork(ws.get_extra_info("socket"))
         await ws.send_bytes(wire.encode(wire.Hello(wire.PROTOCOL_VERSION, self._router_id, self._secret)))
         first = await ws.receive(timeout=self._connect_timeout)
         if first.type != aiohttp.WSMsgType.BINARY:
@@ -164,6 +167,7 @@ class NodeClient:
         self._connected.clear()
         self.welcome = None
         self._ws = None
+        self._cork = None
         for sid, queue in list(self._streams.items()):
             queue.put_nowait(wire.Error(sid, "node_disconnected", f"lost connection to node {self.id}"))
 
@@ -185,6 +189,8 @@ class NodeClient:
         finished = False
         try:
             gen = wire.Generate(sid, tuple(messages), params, session_id, request_id, continue_text)
+            if self._cork is not None:
+                self._cork.hold()  # the chats this loop turn starts reach the node together
             try:
                 await ws.send_bytes(wire.encode(gen))
             except (ConnectionError, RuntimeError) as exc:
