@@ -69,6 +69,7 @@ class BenchReport:
     history_tokens: int
     tokens_per_stream: int
     device: str
+    graph: str = "model.onnx"  # the graph file the node ran: model.onnx or model.int8.onnx
     # Per round, 8 streams' tokens/s over 1 stream's: the two ran back to back in the same round.
     round_ratios_8_over_1: tuple[float, ...] = ()
 
@@ -93,6 +94,7 @@ class BenchReport:
                 ),
             },
             "device": self.device,
+            "graph": self.graph,
         }
 
 
@@ -106,13 +108,27 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--rounds", type=int, default=15, help="rounds per concurrency level, best kept (default 15)"
     )
+    p.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "int8"),
+        default="auto",
+        help="the node's --precision (auto: the int8 graph on the CPU when the folder has one)",
+    )
     p.add_argument("--json", action="store_true", help="end with one JSON line of the figures")
     p.set_defaults(func=_main)
 
 
 def _main(args: argparse.Namespace) -> int:
     model_dir: Path = args.model or _demo_edge_model(args.data_dir)
-    report = asyncio.run(run_bench(model_dir, tokens_per_stream=args.tokens, rounds=args.rounds, log=print))
+    report = asyncio.run(
+        run_bench(
+            model_dir,
+            tokens_per_stream=args.tokens,
+            rounds=args.rounds,
+            precision=args.precision,
+            log=print,
+        )
+    )
     if args.json:
         print(json.dumps(report.as_json()))
     return 0
@@ -126,26 +142,33 @@ def _demo_edge_model(data_dir: Path | None) -> Path:
 
 
 async def run_bench(
-    model_dir: Path, *, tokens_per_stream: int = 64, rounds: int = 15, log: Any = None
+    model_dir: Path,
+    *,
+    tokens_per_stream: int = 64,
+    rounds: int = 15,
+    precision: str = "auto",
+    log: Any = None,
 ) -> BenchReport:
     """Serve ``model_dir`` on loopback, measure it and return the figures; ``log`` gets progress lines."""
     import aiohttp
     import onnxruntime as ort
 
+    from edge_runtime.onnx_lm import INT8_NAME, choose_graph
     from router.config import NodeEndpoint
     from router.upstream.node_client import NodeClient
     from switchyard.tokenizer import ChatTokenizer
 
     say = log or (lambda _line: None)
     secret = secrets.token_hex(8)
-    async with aiohttp.ClientSession() as http, _edge_node(http, model_dir, secret) as url:
+    graph = choose_graph(model_dir, precision).name
+    async with aiohttp.ClientSession() as http, _edge_node(http, model_dir, secret, precision) as url:
         endpoint = NodeEndpoint(id="bench-edge", url=url, kind="edge")
         client = NodeClient(endpoint, http, router_id="bench", secret=secret)
         client.start()
         try:
             if not await client.wait_connected(30.0):
                 raise RuntimeError(f"bench node did not accept the connection: {client.last_error}")
-            say(f"edge node on {url}, model {model_dir}")
+            say(f"edge node on {url}, model {model_dir / graph}")
             tokens_per_s: dict[str, float] = {}
             ttfts: list[float] = []
             await _throughput(client, 2, 8, chats=2)  # warm the path end to end before timing
@@ -187,14 +210,16 @@ async def run_bench(
         history_tokens=history_tokens,
         tokens_per_stream=tokens_per_stream,
         round_ratios_8_over_1=tuple(a / b for a, b in zip(rates[8], rates[1], strict=True)),
+        # The int8 graph runs on the CPU wherever it is chosen (see onnx_lm.load).
         device="CUDAExecutionProvider"
-        if "CUDAExecutionProvider" in ort.get_available_providers()
+        if "CUDAExecutionProvider" in ort.get_available_providers() and graph != INT8_NAME
         else "CPUExecutionProvider",
+        graph=graph,
     )
 
 
 @contextlib.asynccontextmanager
-async def _edge_node(http: Any, model_dir: Path, secret: str) -> AsyncIterator[str]:
+async def _edge_node(http: Any, model_dir: Path, secret: str, precision: str = "auto") -> AsyncIterator[str]:
     """``switchyard edge`` in a child process (the daemon as deployed, with its own interpreter)."""
     port = _free_port()
     env = {**os.environ, _SECRET_ENV: secret}
@@ -215,6 +240,8 @@ async def _edge_node(http: Any, model_dir: Path, secret: str) -> AsyncIterator[s
         "bench-edge",
         "--secret-env",
         _SECRET_ENV,
+        "--precision",
+        precision,
         env=env,
     )
     try:

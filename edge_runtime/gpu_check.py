@@ -69,7 +69,7 @@ def run_check(shape: str, model_dir: Path | None, *, steps: int, prompt: int, qu
         report["note"] = "CUDAExecutionProvider is not available: CPU parts only (both runners on the CPU)"
     with tempfile.TemporaryDirectory(prefix="sy-gpu-check-") as tmp:
         folders = {"fp32": model_dir} if model_dir else _export(shape, Path(tmp), fp16=cuda, say=say)
-        cpu = load(folders["fp32"], cuda=False)
+        cpu = load(folders["fp32"], cuda=False, precision="fp32")
         ctx = cpu.context_window
         prompt = min(prompt, ctx // 2)
         steps = min(steps, ctx - prompt - 1)
@@ -78,15 +78,18 @@ def run_check(shape: str, model_dir: Path | None, *, steps: int, prompt: int, qu
         reference = _greedy_logits(cpu, ids, steps=8)
         parity: dict[str, Any] = {}
         variants: dict[str, Any] = {
-            "cpu": {"plain": cpu, "io_binding": load(folders["fp32"], cuda=False, io_binding=True)}
+            "cpu": {
+                "plain": cpu,
+                "io_binding": load(folders["fp32"], cuda=False, io_binding=True, precision="fp32"),
+            }
         }
         parity["cpu_io_binding_vs_cpu"] = _max_diff(
             reference, _greedy_logits(variants["cpu"]["io_binding"], ids, steps=8)
         )
         if cuda:
             for precision, folder in folders.items():
-                bound = load(folder, io_binding=True)
-                plain = load(folder, io_binding=False)
+                bound = load(folder, io_binding=True, precision="fp32")
+                plain = load(folder, io_binding=False, precision="fp32")
                 variants[f"cuda_{precision}"] = {"plain": plain, "io_binding": bound}
                 report.setdefault("cuda_providers", bound.providers)
                 parity[f"cuda_{precision}_vs_cpu_fp32"] = _max_diff(

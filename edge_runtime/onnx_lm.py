@@ -8,10 +8,11 @@ Sequences run together in one session call per step; the cache layout is ``edge_
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,10 +22,10 @@ import numpy.typing as npt
 import onnxruntime as ort
 
 from edge_runtime.kv_block import KVBlock, OnnxKVCache, assemble, compact_row, padding_mask, whole_block
-from edge_runtime.ort_run import BoundRunner, HostRunner, Runner
+from edge_runtime.ort_run import BoundRunner, HostRunner, RecordingRunner, Runner
 from switchyard.lm import KVCache, Logits, ModelConfig
 
-__all__ = ["OnnxKVCache", "OnnxLanguageModel", "load"]
+__all__ = ["INT8_NAME", "OnnxKVCache", "OnnxLanguageModel", "choose_graph", "load"]
 
 _NP_DTYPES: dict[str, type[np.generic]] = {
     "tensor(float)": np.float32,
@@ -101,6 +102,7 @@ class OnnxLanguageModel:
     ) -> None:
         self._session = session
         self._config = config
+        self._path = path
         self._sig = _read_signature(session, path)
         if self._sig.num_layers != config.num_hidden_layers:
             raise ValueError(
@@ -134,6 +136,27 @@ class OnnxLanguageModel:
     @property
     def io_binding(self) -> bool:
         return isinstance(self._runner, BoundRunner)
+
+    @property
+    def graph_file(self) -> str:
+        """The graph this model runs: ``model.onnx`` (fp32 or fp16) or ``model.int8.onnx``."""
+        return self._path.name
+
+    @contextlib.contextmanager
+    def recording_inputs(self) -> Iterator[list[dict[str, Any]]]:
+        """Within the block, every graph call's whole input feed is appended to the list yielded.
+
+        The data static quantization calibrates on (``edge_runtime.quantize``); host runs only.
+        """
+        inner = self._runner
+        if not isinstance(inner, HostRunner):
+            raise ValueError("recording inputs needs the host runner (io_binding=False)")
+        seen: list[dict[str, Any]] = []
+        self._runner = RecordingRunner(inner, seen)
+        try:
+            yield seen
+        finally:
+            self._runner = inner
 
     @property
     def kv_bytes_per_token(self) -> int:
@@ -303,13 +326,37 @@ def _providers() -> list[str]:
     return ["CPUExecutionProvider"]
 
 
+PRECISIONS = ("auto", "fp32", "int8")
+INT8_NAME = "model.int8.onnx"  # beside model.onnx: see edge_runtime.quantize
+
+
+def choose_graph(model_dir: Path, precision: str, *, cuda: bool = True) -> Path:
+    """The graph file ``load`` opens for ``precision`` (see there)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    int8 = model_dir / INT8_NAME
+    if precision == "int8" and not int8.exists():
+        raise FileNotFoundError(f"{int8} does not exist: make it with `switchyard models export-onnx --int8`")
+    if precision == "int8" or (precision == "auto" and int8.exists() and not (cuda and cuda_available())):
+        return int8
+    return model_dir / "model.onnx"
+
+
 def load(
-    model_dir: Path, *, threads: int | None = None, io_binding: bool | None = None, cuda: bool = True
+    model_dir: Path,
+    *,
+    threads: int | None = None,
+    io_binding: bool | None = None,
+    cuda: bool = True,
+    precision: str = "auto",
 ) -> OnnxLanguageModel:
-    """Open ``model_dir/model.onnx`` with ``model_dir/config.json``; CUDA when available, else CPU.
+    """Open a model folder's graph with ``model_dir/config.json``; CUDA when available, else CPU.
 
     ``io_binding`` keeps the KV cache in ``OrtValue``s (on the device under CUDA); by default it is
     on exactly when CUDA is. ``cuda=False`` stays on the CPU even where CUDA is available.
+    ``precision``: ``fp32`` runs ``model.onnx`` (whatever its float type); ``int8`` runs
+    ``model.int8.onnx`` (``edge_runtime.quantize``), on the CPU; ``auto`` runs the int8 graph when the
+    folder has one and CUDA is not used, else ``model.onnx``.
     """
     config = ModelConfig.from_dict(json.loads((model_dir / "config.json").read_text(encoding="utf-8")))
     options = ort.SessionOptions()
@@ -320,7 +367,8 @@ def load(
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    path = model_dir / "model.onnx"
-    providers = _providers() if cuda else ["CPUExecutionProvider"]
+    path = choose_graph(model_dir, precision, cuda=cuda)
+    use_cuda = cuda and path.name != INT8_NAME and cuda_available()
+    providers = _providers() if use_cuda else ["CPUExecutionProvider"]
     session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
     return OnnxLanguageModel(session, config, path, io_binding=io_binding)

@@ -37,11 +37,32 @@ class HostRunner:
         self._past_names = tuple(past_names)
         self._output_names = ["logits", *present_names]
 
+    @property
+    def past_names(self) -> tuple[str, ...]:
+        return self._past_names
+
     def run(self, feed: Mapping[str, Array], past: Sequence[Any]) -> tuple[Array, list[Any]]:
         full = dict(feed)
         full.update(zip(self._past_names, past, strict=True))
         outputs = self._session.run(self._output_names, full)
         return np.asarray(outputs[0]), list(outputs[1:])
+
+    def upload(self, array: Array) -> Any:
+        return array
+
+
+class RecordingRunner:
+    """A ``HostRunner`` that also keeps every full feed it runs: calibration data for quantization."""
+
+    def __init__(self, inner: HostRunner, sink: list[dict[str, Any]]) -> None:
+        self._inner = inner
+        self._sink = sink
+
+    def run(self, feed: Mapping[str, Array], past: Sequence[Any]) -> tuple[Array, list[Any]]:
+        full: dict[str, Any] = dict(feed)
+        full.update(zip(self._inner.past_names, past, strict=True))
+        self._sink.append(full)
+        return self._inner.run(feed, past)
 
     def upload(self, array: Array) -> Any:
         return array

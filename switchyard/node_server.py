@@ -56,6 +56,7 @@ class NodeOptions:
     max_queued: int = 256
     max_kv_bytes: int | None = None  # KV memory of active sequences; beyond it requests queue
     session_kv_bytes: int = 64 * 1024 * 1024  # KV kept for sessions' next turns (LRU)
+    precision: str = "auto"  # edge only: which graph of the folder runs (edge_runtime.onnx_lm.load)
 
 
 def build_node_app(lm: LanguageModel, opts: NodeOptions, *, warm_up: bool = True) -> web.Application:

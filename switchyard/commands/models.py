@@ -37,7 +37,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="weights in model.onnx.data beside the graph (default: only past protobuf's 2 GB limit)",
     )
     export.add_argument(
-        "--int8", action="store_true", help="int8 matrix weights (dynamic quantization): for CPU edge nodes"
+        "--int8",
+        action="store_true",
+        help="also write model.int8.onnx (calibrated int8 weights and activations), which CPU nodes run",
     )
     export.set_defaults(func=_export)
 
@@ -57,6 +59,6 @@ def _export(args: argparse.Namespace) -> int:
     if args.int8:
         from edge_runtime.quantize import quantize_int8
 
-        path = quantize_int8(args.out_dir)
+        print(quantize_int8(args.out_dir))
     print(path)
     return 0

@@ -50,6 +50,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         p.add_argument(
             "--advertise-url", default=None, help="node URL for routers (default ws://HOST:PORT/node)"
         )
+        if kind == "edge":
+            p.add_argument(
+                "--precision",
+                choices=("auto", "fp32", "int8"),
+                default="auto",
+                help="auto: the folder's model.int8.onnx on the CPU when it has one, else model.onnx",
+            )
         if kind == "cloud":
             _add_tensor_parallel_args(p)
         p.set_defaults(func=_run, kind=kind)
@@ -87,6 +94,7 @@ def _run(args: argparse.Namespace) -> int:
         max_queued=args.max_queued,
         max_kv_bytes=args.max_kv_mib * 2**20 if args.max_kv_mib else None,
         session_kv_bytes=args.session_kv_mib * 2**20,
+        precision=getattr(args, "precision", "auto"),
     )
     if args.kind == "edge":
         from edge_runtime.daemon import build_app

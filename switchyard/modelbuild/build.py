@@ -25,11 +25,11 @@ from typing import Any
 from switchyard.lm import ModelConfig
 
 # Bump when anything that changes the artifacts changes: corpus, tokenizer, sizes, training, export.
-BUILD_VERSION = "3"
+BUILD_VERSION = "4"
 MANIFEST_NAME = "manifest.json"
 EDGE_NAME = "switchyard-edge-demo"
 CLOUD_NAME = "switchyard-cloud-demo"
-_EDGE_FILES = ("model.onnx", "config.json", "tokenizer.json", "tokenizer_config.json")
+_EDGE_FILES = ("model.onnx", "model.int8.onnx", "config.json", "tokenizer.json", "tokenizer_config.json")
 _CLOUD_FILES = ("model.safetensors", "config.json", "tokenizer.json", "tokenizer_config.json")
 
 
@@ -227,6 +227,11 @@ def _build(models: Path, recipe: _Recipe, *, quick: bool, progress: bool) -> Non
         _write_json(
             job.out_dir / "tokenizer_config.json", tokenizer_config(job.config.max_position_embeddings)
         )
+    # CPU edge nodes run the calibrated int8 graph beside the fp32 one (edge_runtime.quantize); its
+    # calibration chats need the tokenizer written above.
+    from edge_runtime.quantize import quantize_int8
+
+    quantize_int8(staging / "edge")
     manifest = {
         "build_version": BUILD_VERSION,
         "quick": quick,

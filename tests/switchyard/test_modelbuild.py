@@ -23,6 +23,7 @@ def test_quick_build_writes_both_models(built: tuple[Path, ModelPaths]) -> None:
     _, paths = built
     assert sorted(p.name for p in paths.edge.iterdir()) == [
         "config.json",
+        "model.int8.onnx",
         "model.onnx",
         "tokenizer.json",
         "tokenizer_config.json",
