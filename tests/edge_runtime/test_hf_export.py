@@ -7,6 +7,7 @@ trained here on a few sentences, so nothing is downloaded and each export takes 
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -281,3 +282,33 @@ def test_model_name(tmp_path: Path) -> None:
     snapshot.mkdir(parents=True)
     assert model_name(snapshot) == "Qwen/Qwen2.5-0.5B-Instruct"
     assert model_name(tmp_path / "SmolLM2-360M-Instruct") == "SmolLM2-360M-Instruct"
+
+
+def test_int8_export_of_each_architecture(exported: Exported, tmp_path: Path) -> None:
+    """The calibrated int8 graph of a real model's export: made from its own chat template, close to fp32."""
+    from edge_runtime.quantize import quantize_int8
+
+    folder = tmp_path / "int8"
+    shutil.copytree(exported.out_dir, folder)
+    quantize_int8(folder)
+    int8 = load(folder, threads=1, precision="int8")
+    ids = [5, 17, 42, 9, 88, 130, 61]
+    got, cache = int8.prefill(ids)
+    want, _ = exported.lm.prefill(ids)
+    assert np.corrcoef(got, want)[0, 1] > 0.98
+    logits, _ = int8.decode([int(got.argmax())], [cache])
+    assert np.isfinite(logits).all()
+
+
+def test_command_int8_with_external_data(tmp_path: Path) -> None:
+    from switchyard.cli import main
+
+    hf_dir = make_hf_dir("llama", tmp_path)
+    out_dir = tmp_path / "onnx"
+    assert main(["models", "export-onnx", str(hf_dir), str(out_dir), "--external-data", "--int8"]) == 0
+    names = sorted(p.name for p in out_dir.iterdir())
+    assert {"model.onnx", "model.onnx.data", "model.int8.onnx"} <= set(names)
+    assert load(out_dir, threads=1).graph_file == "model.int8.onnx"
+    logits, _ = load(out_dir, threads=1).prefill([9, 8, 7])
+    fp32, _ = load(out_dir, threads=1, precision="fp32").prefill([9, 8, 7])
+    assert np.corrcoef(logits, fp32)[0, 1] > 0.98
