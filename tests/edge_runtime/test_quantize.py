@@ -63,7 +63,7 @@ def test_int8_batched_greedy_is_exactly_solo(int8_dir: Path) -> None:
             assert np.array_equal(a[0], b[i])
 
 
-def test_precision_chooses_the_graph(int8_dir: Path, tmp_path: Path) -> None:
+def test_precision_chooses_the_graph(int8_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert choose_graph(int8_dir, "auto", cuda=False).name == INT8_NAME
     assert choose_graph(int8_dir, "fp32", cuda=False).name == "model.onnx"
     assert load(int8_dir).graph_file == INT8_NAME  # no CUDA here: auto takes the int8 graph
@@ -77,6 +77,11 @@ def test_precision_chooses_the_graph(int8_dir: Path, tmp_path: Path) -> None:
         choose_graph(fp32_only, "int8")
     with pytest.raises(ValueError, match="precision must be one of"):
         choose_graph(int8_dir, "int4")
+    # Where CUDA runs, auto keeps the float graph for it (the int8 one is for CPU nodes).
+    monkeypatch.setattr("edge_runtime.onnx_lm.cuda_available", lambda: True)
+    assert choose_graph(int8_dir, "auto").name == "model.onnx"
+    assert choose_graph(int8_dir, "auto", cuda=False).name == INT8_NAME
+    assert choose_graph(int8_dir, "int8").name == INT8_NAME
 
 
 def test_recording_inputs_sees_whole_feeds_only_inside_the_block(int8_dir: Path) -> None:
