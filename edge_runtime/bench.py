@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edge_runtime.precision import PRECISIONS
 from switchyard import wire
 
 CONCURRENCY = (1, 4, 8, 16)
@@ -110,7 +111,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument(
         "--precision",
-        choices=("auto", "fp32", "int8"),
+        choices=PRECISIONS,
         default="auto",
         help="the node's --precision (auto: the int8 graph on the CPU when the folder has one)",
     )
@@ -151,16 +152,16 @@ async def run_bench(
 ) -> BenchReport:
     """Serve ``model_dir`` on loopback, measure it and return the figures; ``log`` gets progress lines."""
     import aiohttp
-    import onnxruntime as ort
 
-    from edge_runtime.onnx_lm import INT8_NAME, choose_graph
+    from edge_runtime.onnx_lm import choose_graph, runs_on_cuda
     from router.config import NodeEndpoint
     from router.upstream.node_client import NodeClient
     from switchyard.tokenizer import ChatTokenizer
 
     say = log or (lambda _line: None)
     secret = secrets.token_hex(8)
-    graph = choose_graph(model_dir, precision).name
+    graph_path = choose_graph(model_dir, precision)
+    graph = graph_path.name
     async with aiohttp.ClientSession() as http, _edge_node(http, model_dir, secret, precision) as url:
         endpoint = NodeEndpoint(id="bench-edge", url=url, kind="edge")
         client = NodeClient(endpoint, http, router_id="bench", secret=secret)
@@ -210,10 +211,7 @@ async def run_bench(
         history_tokens=history_tokens,
         tokens_per_stream=tokens_per_stream,
         round_ratios_8_over_1=tuple(a / b for a, b in zip(rates[8], rates[1], strict=True)),
-        # The int8 graph runs on the CPU wherever it is chosen (see onnx_lm.load).
-        device="CUDAExecutionProvider"
-        if "CUDAExecutionProvider" in ort.get_available_providers() and graph != INT8_NAME
-        else "CPUExecutionProvider",
+        device="CUDAExecutionProvider" if runs_on_cuda(graph_path) else "CPUExecutionProvider",
         graph=graph,
     )
 

@@ -23,9 +23,10 @@ import onnxruntime as ort
 
 from edge_runtime.kv_block import KVBlock, OnnxKVCache, assemble, compact_row, padding_mask, whole_block
 from edge_runtime.ort_run import BoundRunner, HostRunner, RecordingRunner, Runner
+from edge_runtime.precision import INT8_NAME, PRECISIONS
 from switchyard.lm import KVCache, Logits, ModelConfig
 
-__all__ = ["INT8_NAME", "OnnxKVCache", "OnnxLanguageModel", "choose_graph", "load"]
+__all__ = ["OnnxKVCache", "OnnxLanguageModel", "choose_graph", "load", "runs_on_cuda"]
 
 _NP_DTYPES: dict[str, type[np.generic]] = {
     "tensor(float)": np.float32,
@@ -326,10 +327,6 @@ def _providers() -> list[str]:
     return ["CPUExecutionProvider"]
 
 
-PRECISIONS = ("auto", "fp32", "int8")
-INT8_NAME = "model.int8.onnx"  # beside model.onnx: see edge_runtime.quantize
-
-
 def choose_graph(model_dir: Path, precision: str, *, cuda: bool = True) -> Path:
     """The graph file ``load`` opens for ``precision`` (see there)."""
     if precision not in PRECISIONS:
@@ -340,6 +337,11 @@ def choose_graph(model_dir: Path, precision: str, *, cuda: bool = True) -> Path:
     if precision == "int8" or (precision == "auto" and int8.exists() and not (cuda and cuda_available())):
         return int8
     return model_dir / "model.onnx"
+
+
+def runs_on_cuda(graph: Path, *, cuda: bool = True) -> bool:
+    """Whether ``load`` runs ``graph`` under CUDA: where CUDA is there and asked for, but never int8."""
+    return cuda and graph.name != INT8_NAME and cuda_available()
 
 
 def load(
@@ -368,7 +370,6 @@ def load(
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     path = choose_graph(model_dir, precision, cuda=cuda)
-    use_cuda = cuda and path.name != INT8_NAME and cuda_available()
-    providers = _providers() if use_cuda else ["CPUExecutionProvider"]
+    providers = _providers() if runs_on_cuda(path, cuda=cuda) else ["CPUExecutionProvider"]
     session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
     return OnnxLanguageModel(session, config, path, io_binding=io_binding)

@@ -22,7 +22,7 @@ import contextlib
 import logging
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +30,8 @@ import numpy as np
 from onnxruntime.quantization import CalibrationDataReader
 
 from edge_runtime.export import ONNX_NAME
-from edge_runtime.onnx_lm import INT8_NAME
+from edge_runtime.precision import INT8_NAME
 
-__all__ = ["CALIBRATION_PROMPTS", "INT8_NAME", "calibration_feeds", "quantize_int8"]
 # Chats the calibration runs: short and long, questions and instructions, so that the recorded
 # activations span what a chat model meets. Only their ranges are kept.
 CALIBRATION_PROMPTS = (
@@ -107,7 +106,7 @@ def calibration_feeds(model_dir: Path, *, reply_tokens: int, every: int) -> list
 
 
 @contextlib.contextmanager
-def _quiet_preprocess_hint() -> Any:
+def _quiet_preprocess_hint() -> Iterator[None]:
     """onnxruntime logs a hint to run its shape pre-processing (for vision models) on the root logger."""
 
     def drop(record: logging.LogRecord) -> bool:

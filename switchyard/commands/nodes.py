@@ -9,6 +9,7 @@ import logging
 import os
 from pathlib import Path
 
+from edge_runtime.precision import PRECISIONS
 from switchyard.node_server import NodeOptions, serve_node
 
 log = logging.getLogger(__name__)
@@ -53,7 +54,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         if kind == "edge":
             p.add_argument(
                 "--precision",
-                choices=("auto", "fp32", "int8"),
+                choices=PRECISIONS,
                 default="auto",
                 help="auto: the folder's model.int8.onnx on the CPU when it has one, else model.onnx",
             )

@@ -10,7 +10,8 @@ import numpy as np
 import onnx
 import pytest
 
-from edge_runtime.onnx_lm import INT8_NAME, OnnxLanguageModel, choose_graph, load
+from edge_runtime.onnx_lm import OnnxLanguageModel, choose_graph, load, runs_on_cuda
+from edge_runtime.precision import INT8_NAME
 from edge_runtime.quantize import quantize_int8
 
 
@@ -82,6 +83,8 @@ def test_precision_chooses_the_graph(int8_dir: Path, tmp_path: Path, monkeypatch
     assert choose_graph(int8_dir, "auto").name == "model.onnx"
     assert choose_graph(int8_dir, "auto", cuda=False).name == INT8_NAME
     assert choose_graph(int8_dir, "int8").name == INT8_NAME
+    assert not runs_on_cuda(int8_dir / INT8_NAME)  # chosen by hand, int8 still runs on the CPU
+    assert runs_on_cuda(int8_dir / "model.onnx") and not runs_on_cuda(int8_dir / "model.onnx", cuda=False)
 
 
 def test_recording_inputs_sees_whole_feeds_only_inside_the_block(int8_dir: Path) -> None:
