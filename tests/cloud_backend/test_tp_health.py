@@ -14,7 +14,6 @@ from typing import Any
 import aiohttp
 import pytest
 import torch
-from aiohttp import web
 
 from cloud_backend.llama import LlamaForCausalLM, save_llama
 from cloud_backend.server import build_app
@@ -23,7 +22,7 @@ from cloud_backend.tp_lm import RankFailure
 from switchyard import wire
 from switchyard.lm import ModelConfig
 from switchyard.node_server import NodeOptions
-from tests.ports import free_port
+from tests.ports import serving
 
 DETECT_WITHIN_S = 3.0
 
@@ -34,14 +33,8 @@ async def node(demo_models: Any) -> AsyncIterator[str]:
         model_dir=demo_models.cloud, kind="cloud", node_id="cloud-tp", secret="s", max_running=4
     )
     app = build_app(opts, tp=2, tp_timeout_s=20, tp_cuda=False)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
+    async with serving(app) as port:
         yield f"127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()
 
 
 async def _ready(http: aiohttp.ClientSession, base: str) -> int:

@@ -7,10 +7,9 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 
 from switchyard.node_server import NodeOptions, build_node_app
-from tests.ports import free_port
+from tests.ports import serving
 
 
 @pytest.fixture
@@ -19,12 +18,8 @@ async def full_node(demo_models: Any) -> AsyncIterator[str]:
 
     # max_queued=0: every request finds the queue full.
     opts = NodeOptions(model_dir=demo_models.edge, kind="edge", node_id="edge-full", max_queued=0)
-    runner = web.AppRunner(build_node_app(load(demo_models.edge), opts))
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    yield f"http://127.0.0.1:{port}/v1/chat/completions"
-    await runner.cleanup()
+    async with serving(build_node_app(load(demo_models.edge), opts)) as port:
+        yield f"http://127.0.0.1:{port}/v1/chat/completions"
 
 
 @pytest.mark.parametrize("stream", [False, True])

@@ -9,11 +9,10 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 
 from switchyard import wire
 from switchyard.node_server import NodeOptions, build_node_app
-from tests.ports import free_port
+from tests.ports import serving
 
 
 @pytest.fixture
@@ -22,12 +21,8 @@ async def node_url(demo_models: Any) -> AsyncIterator[str]:
 
     model_dir: Path = demo_models.edge
     opts = NodeOptions(model_dir=model_dir, kind="edge", node_id="edge-t", secret="right", max_running=4)
-    runner = web.AppRunner(build_node_app(load(model_dir), opts))
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    yield f"ws://127.0.0.1:{port}/node"
-    await runner.cleanup()
+    async with serving(build_node_app(load(model_dir), opts)) as port:
+        yield f"ws://127.0.0.1:{port}/node"
 
 
 async def _handshake(ws: aiohttp.ClientWebSocketResponse, hello: wire.Hello) -> wire.Message:

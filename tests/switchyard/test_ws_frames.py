@@ -11,7 +11,7 @@ from aiohttp import web
 
 from switchyard import ws_frames
 from switchyard.ws_frames import FrameBatcher
-from tests.ports import free_port
+from tests.ports import serving
 
 Handler = Callable[[web.Request], Awaitable[web.WebSocketResponse]]
 TEXTS = ["a", "é" * 70, "x" * 200, "y" * 70_000, '{"type":"done"}']
@@ -41,14 +41,8 @@ async def _served(handler: Handler) -> AsyncIterator[str]:
     """``handler`` on a loopback port; yields its WebSocket URL."""
     app = web.Application()
     app.router.add_get("/ws", handler)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
+    async with serving(app) as port:
         yield f"http://127.0.0.1:{port}/ws"
-    finally:
-        await runner.cleanup()
 
 
 async def test_batched_frames_arrive_whole_and_in_order() -> None:
